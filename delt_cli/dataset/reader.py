@@ -1,0 +1,313 @@
+"""Opening a dataset: a directory, a glob, a single Parquet file or `-` (path on stdin).
+
+A dataset is an ordered list of Parquet shards with one schema. Dataset order
+is the shards sorted by path, then row order inside each shard. Opening reads
+only the Parquet footers (row counts, schema, a fingerprint); columns are read
+on demand, one shard at a time, so nothing here holds more than one shard's
+worth of a column in memory except the thin key arrays that global steps need.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from delt_cli.errors import DeltError
+
+GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One Parquet file of a dataset, described by its footer."""
+
+    path: Path
+    num_rows: int
+    num_bytes: int
+    fingerprint: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "rows": self.num_rows, "fingerprint": self.fingerprint}
+
+
+def footer_fingerprint(path: Path) -> str:
+    """sha256 of the file size and the Parquet footer (schema, row groups, column statistics).
+
+    Cheap (no data pages are read) and it changes whenever the content's layout or
+    statistics change, which is what provenance needs to tell two inputs apart.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if size < 12:
+            raise DeltError(f"{path}: not a Parquet file (only {size} bytes)")
+        fh.seek(size - 8)
+        tail = fh.read(8)
+        if tail[4:] != b"PAR1":
+            raise DeltError(f"{path}: corrupt or truncated Parquet file (no PAR1 footer magic)")
+        footer_len = int.from_bytes(tail[:4], "little")
+        if footer_len + 12 > size:
+            raise DeltError(f"{path}: corrupt or truncated Parquet file (footer length {footer_len} > file size)")
+        fh.seek(size - 8 - footer_len)
+        footer = fh.read(footer_len)
+    digest = hashlib.sha256(size.to_bytes(8, "little") + footer).hexdigest()
+    return digest[:32]
+
+
+def _describe_schema_difference(a: pa.Schema, b: pa.Schema) -> str:
+    names_a, names_b = set(a.names), set(b.names)
+    if names_a != names_b:
+        parts = []
+        if names_b - names_a:
+            parts.append("extra column(s) " + ", ".join(sorted(names_b - names_a)))
+        if names_a - names_b:
+            parts.append("missing column(s) " + ", ".join(sorted(names_a - names_b)))
+        return "; ".join(parts)
+    for name in a.names:
+        ta, tb = a.field(name).type, b.field(name).type
+        if ta != tb:
+            return f"column '{name}' is {tb} here but {ta} in the first shard"
+    if a.names != b.names:
+        return "the same columns in a different order"
+    return "different nullability or field metadata"
+
+
+def _strip_meta(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
+
+
+def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], list[Path]]:
+    """Turn an input spec into (spec as text, shard paths sorted by name, input roots).
+
+    The roots are the directories that the input "is" (a directory spec, or the
+    folders a glob matched in); the output may not be placed inside them.
+    """
+    spec = str(spec)
+    if spec == "-":
+        stream = stdin if stdin is not None else sys.stdin
+        lines = [ln.strip() for ln in stream.read().splitlines() if ln.strip()]
+        if not lines:
+            raise DeltError("input '-': nothing on stdin (expected a dataset path from the previous command)")
+        if len(lines) > 1:
+            raise DeltError(f"input '-': expected one path on stdin, got {len(lines)} lines")
+        spec = lines[0]
+    path = Path(spec)
+    if path.is_dir():
+        shards = sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+        if not shards:
+            raise DeltError(f"{spec}: directory has no *.parquet shards")
+        return spec, shards, [path]
+    if path.is_file():
+        return spec, [path], []
+    if GLOB_CHARS & set(spec):
+        matches = sorted(Path(p) for p in globlib.glob(spec) if Path(p).is_file())
+        if not matches:
+            raise DeltError(f"{spec}: glob matched no files")
+        return spec, matches, sorted({p.parent for p in matches})
+    raise DeltError(f"{spec}: no such file or directory")
+
+
+@dataclass
+class Dataset:
+    """An opened dataset: shards in order, their common schema, and the id/text column names."""
+
+    spec: str
+    shards: list[Shard]
+    schema: pa.Schema
+    roots: list[Path] = field(default_factory=list)
+    id_column: str = "id"
+    text_column: str = "text"
+
+    # -- description ---------------------------------------------------------------
+    @property
+    def num_rows(self) -> int:
+        return sum(s.num_rows for s in self.shards)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.num_bytes for s in self.shards)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Global row index of each shard's first row (length = shards + 1)."""
+        return np.concatenate([[0], np.cumsum([s.num_rows for s in self.shards])]).astype(np.int64)
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for s in self.shards:
+            h.update(f"{s.name}:{s.num_rows}:{s.fingerprint};".encode())
+        return h.hexdigest()[:32]
+
+    def describe(self, with_shards: bool = True) -> dict:
+        out = {
+            "spec": self.spec,
+            "rows": self.num_rows,
+            "num_shards": len(self.shards),
+            "fingerprint": self.fingerprint,
+        }
+        if with_shards:
+            out["shards"] = [s.describe() for s in self.shards]
+        return out
+
+    # -- validation ----------------------------------------------------------------
+    def require(self, column: str, *, flag: str, made_by: str | None = None) -> pa.DataType:
+        """Fail with the list of existing columns when `column` is missing."""
+        if column not in self.schema.names:
+            hint = f" ({made_by})" if made_by else ""
+            raise DeltError(
+                f"{flag} '{column}': no such column in {self.spec}{hint}; "
+                f"columns are: {', '.join(self.schema.names)}"
+            )
+        return self.schema.field(column).type
+
+    def require_numeric(self, column: str, *, flag: str = "--by") -> pa.DataType:
+        dtype = self.require(column, flag=flag)
+        if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_boolean(dtype)):
+            raise DeltError(f"{flag} '{column}' in {self.spec} has type {dtype}, not a number")
+        return dtype
+
+    # -- reading -------------------------------------------------------------------
+    def iter_tables(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Shard, pa.Table]]:
+        """Yield (shard, table) for every shard in dataset order."""
+        for shard in self.shards:
+            yield shard, read_shard(shard.path, columns)
+
+    def read_column(self, column: str) -> pa.ChunkedArray:
+        """One column over the whole dataset, in dataset order."""
+        chunks: list[pa.Array] = []
+        for _, table in self.iter_tables([column]):
+            chunks.extend(table.column(column).chunks)
+        dtype = self.schema.field(column).type
+        return pa.chunked_array(chunks, type=dtype)
+
+    def read_numeric(self, column: str, *, flag: str = "--by", drop_null: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A numeric column as a numpy array plus a boolean mask of usable (non-null, non-NaN) rows.
+
+        Without `drop_null`, any null or NaN is an error that says how many there are.
+        """
+        dtype = self.require_numeric(column, flag=flag)
+        col = self.read_column(column)
+        if pa.types.is_boolean(dtype):
+            col = col.cast(pa.int8())
+        valid = np.ones(len(col), dtype=bool)
+        if col.null_count:
+            valid &= ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
+            values = col.fill_null(0).to_numpy().astype(np.int64, copy=False)
+        else:
+            values = col.fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
+            valid &= ~np.isnan(values)
+        bad = int(len(values) - valid.sum())
+        if bad and not drop_null:
+            raise DeltError(
+                f"{flag} '{column}' has {bad} null or NaN value(s) in {self.spec}; pass --drop-null to skip those rows"
+            )
+        return values, valid
+
+    def read_groups(self, column: str, *, flag: str = "--group-by") -> tuple[np.ndarray, list]:
+        """Integer group codes per row (distinct values sorted -> 0, 1, ...) and the group values."""
+        self.require(column, flag=flag)
+        series = pl.from_arrow(self.read_column(column))
+        if series.null_count():
+            raise DeltError(f"{flag} '{column}' has {series.null_count()} null value(s) in {self.spec}")
+        names = series.unique().sort().to_list()
+        codes = (series.rank("dense").cast(pl.Int64) - 1).to_numpy() if len(series) else np.zeros(0, np.int64)
+        return codes, names
+
+    def check_ids(self) -> None:
+        """Fail on a missing id column, null ids or duplicate ids (checked on 64-bit hashes, confirmed exactly)."""
+        self.require(self.id_column, flag="--id-column")
+        hashes = []
+        for shard, table in self.iter_tables([self.id_column]):
+            series = pl.from_arrow(table.column(self.id_column))
+            if series.null_count():
+                raise DeltError(f"{shard.path}: id column '{self.id_column}' has {series.null_count()} null value(s)")
+            hashes.append(series.hash(seed=0).to_numpy())
+        if not hashes:
+            return
+        all_hashes = np.concatenate(hashes)
+        sorted_hashes = np.sort(all_hashes)
+        dup_hashes = np.unique(sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]])
+        if len(dup_hashes) == 0:
+            return
+        # Confirm on the real values (a 64-bit hash collision is possible, if unlikely).
+        candidates = pl.concat(
+            [
+                pl.from_arrow(t.column(self.id_column)).to_frame("id").with_columns(pl.lit(s.name).alias("shard"))
+                .filter(pl.Series(h).is_in(dup_hashes.tolist()))
+                for (s, t), h in zip(self.iter_tables([self.id_column]), hashes)
+            ]
+        )
+        dups = candidates.filter(pl.col("id").is_duplicated())
+        if dups.height:
+            first = dups.row(0)[0]
+            where = sorted(set(dups.filter(pl.col("id") == first)["shard"].to_list()))
+            n = dups["id"].n_unique()
+            raise DeltError(
+                f"id column '{self.id_column}' in {self.spec} has {n} duplicated value(s), "
+                f"e.g. {first!r} (in {', '.join(where)})"
+            )
+
+
+def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+    except (pa.ArrowException, OSError) as exc:
+        raise DeltError(f"{path}: cannot read Parquet file ({exc})") from exc
+
+
+def open_dataset(
+    spec: str | os.PathLike,
+    *,
+    id_column: str = "id",
+    text_column: str = "text",
+    stdin=None,
+) -> Dataset:
+    """Resolve `spec`, read every footer, and check that all shards share one schema."""
+    spec_text, paths, roots = resolve_spec(spec, stdin=stdin)
+    shards: list[Shard] = []
+    schema: pa.Schema | None = None
+    first: Path | None = None
+    for path in paths:
+        fingerprint = footer_fingerprint(path)
+        try:
+            meta = pq.ParquetFile(path)
+            shard_schema = meta.schema_arrow
+            rows = meta.metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise DeltError(f"{path}: corrupt or truncated Parquet file ({exc})") from exc
+        if schema is None:
+            schema, first = _strip_meta(shard_schema), path
+            full_schema = shard_schema
+        elif _strip_meta(shard_schema) != schema:
+            raise DeltError(
+                f"{path}: schema differs from {first.name}: {_describe_schema_difference(schema, _strip_meta(shard_schema))}"
+            )
+        shards.append(Shard(path=path, num_rows=rows, num_bytes=path.stat().st_size, fingerprint=fingerprint))
+    assert schema is not None
+    return Dataset(
+        spec=spec_text,
+        shards=shards,
+        schema=full_schema,
+        roots=roots,
+        id_column=id_column,
+        text_column=text_column,
+    )

@@ -1,0 +1,284 @@
+"""Writing datasets: atomic shards, guarded output directories, manifests.
+
+Two ways to produce a dataset:
+
+* `StagedOutput` for global steps (select, order, prepare): everything is written
+  into a hidden staging directory beside the output, which is renamed into place
+  only when the whole dataset and its manifest are finished. A failure leaves
+  the previous output (if any) untouched and no partial one.
+* `ShardwiseOutput` for per-shard steps (score, embed): each output shard is
+  written under a temporary name and renamed, so a finished shard is always
+  whole; `--resume` skips shards that are already finished with the same
+  arguments and input; the manifest is written last and marks completion.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from delt_cli.console import info
+from delt_cli.dataset.provenance import (
+    MANIFEST_NAME,
+    METADATA_KEY,
+    RunInfo,
+    read_manifest,
+    shard_provenance,
+    write_json_atomic,
+)
+from delt_cli.dataset.reader import Dataset, Shard
+from delt_cli.errors import DeltError, UsageError
+
+# Derived caches that describe a schema we may have changed; dropped on write.
+STALE_METADATA = {b"pandas", b"huggingface", METADATA_KEY}
+
+PARQUET_OPTIONS = dict(compression="zstd", row_group_size=16384, write_statistics=True)
+
+
+def shard_name(index: int, total: int, prefix: str = "part") -> str:
+    """Zero-padded names whose lexicographic order is the numeric order."""
+    width = max(5, len(str(max(total - 1, 0))))
+    return f"{prefix}-{index:0{width}d}.parquet"
+
+
+def write_shard(table: pa.Table, path: Path, metadata: dict[bytes, bytes] | None = None) -> int:
+    """Write `table` to `path` atomically (temporary name, then rename); return its row count."""
+    keep = {k: v for k, v in (table.schema.metadata or {}).items() if k not in STALE_METADATA}
+    table = table.replace_schema_metadata({**keep, **(metadata or {})})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return table.num_rows
+
+
+def describe_outputs(paths: Sequence[Path]) -> list[dict]:
+    return [{"name": p.name, "rows": pq.ParquetFile(p).metadata.num_rows} for p in paths]
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_location(output: Path, inputs: Sequence[Dataset]) -> Path:
+    """Refuse an output that equals, contains or lies inside an input."""
+    out = output.resolve()
+    for ds in inputs:
+        for root in ds.roots:
+            r = root.resolve()
+            if out == r or _is_within(out, r):
+                raise UsageError(f"--output {output}: must not be the input directory {root} or inside it")
+        for shard in ds.shards:
+            p = shard.path.resolve()
+            if out == p or _is_within(p, out):
+                raise UsageError(f"--output {output}: would contain or replace the input shard {shard.path}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {output}: exists and is not a directory")
+    return out
+
+
+def _probe_writable(directory: Path, what: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".delt-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DeltError(f"--output {what}: directory is not writable ({exc.strerror or exc})") from exc
+
+
+def _nonempty(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.iterdir())
+
+
+class StagedOutput:
+    """Build a whole dataset in a staging directory, then rename it into place.
+
+    Usage::
+
+        with StagedOutput(out, [ds], run=run, overwrite=..., resume=...) as stage:
+            if stage.finished: return stage.output   # --resume and nothing to do
+            write_shard(table, stage.path / name, stage.metadata(...))
+            stage.finish(inputs=..., extra=...)
+    """
+
+    def __init__(self, output: Path, inputs: Sequence[Dataset], *, run: RunInfo, overwrite: bool = False, resume: bool = False):
+        self.output = Path(output)
+        self.inputs = list(inputs)
+        self.run = run
+        self.overwrite = overwrite
+        self.resume = resume
+        self.finished = False
+        self._manifest: dict | None = None
+        self.path = self.output.parent / f".{self.output.name}.delt-staging-{os.getpid()}"
+
+    def input_description(self, with_shards: bool = True) -> dict:
+        if len(self.inputs) == 1:
+            return self.inputs[0].describe(with_shards)
+        return {"datasets": [ds.describe(with_shards) for ds in self.inputs]}
+
+    def metadata(self, extra: dict | None = None) -> dict[bytes, bytes]:
+        return self.run.shard_metadata(self.input_description(with_shards=False), extra)
+
+    def __enter__(self) -> "StagedOutput":
+        if self.overwrite and self.resume:
+            raise UsageError("--overwrite and --resume: pass at most one")
+        check_output_location(self.output, self.inputs)
+        if _nonempty(self.output):
+            previous = read_manifest(self.output)
+            if self.resume and previous and _same_run(previous, self.run, self.input_description(False)):
+                info(f"{self.output}: already finished with the same arguments and input; nothing to do")
+                self.finished = True
+                return self
+            if not (self.overwrite or self.resume):
+                raise UsageError(f"--output {self.output}: exists and is not empty; pass --overwrite to replace it")
+        _probe_writable(self.output.parent, self.output)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        return self
+
+    def finish(self, *, extra: dict | None = None) -> dict:
+        outputs = describe_outputs(sorted(self.path.glob("*.parquet")))
+        self._manifest = self.run.manifest(inputs=self.input_description(), outputs=outputs, extra=extra)
+        write_json_atomic(self.path / MANIFEST_NAME, self._manifest)
+        return self._manifest
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.finished:
+            return
+        if exc_type is not None or self._manifest is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        old = None
+        if self.output.exists():
+            old = self.output.parent / f".{self.output.name}.delt-old-{os.getpid()}"
+            os.replace(self.output, old)
+        os.replace(self.path, self.output)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _same_run(manifest: dict, run: RunInfo, inputs: dict) -> bool:
+    return (
+        manifest.get("command") == run.command
+        and manifest.get("content_args") == run.content_args()
+        and manifest.get("inputs", {}).get("fingerprint") == inputs.get("fingerprint")
+    )
+
+
+class ShardwiseOutput:
+    """An output directory filled one shard at a time, named after the input shards.
+
+    Rank r of W processes handles input shards i with i % W == r; the names of
+    output shards equal the input names, so no two processes ever write the same file.
+    """
+
+    def __init__(self, output: Path, dataset: Dataset, *, run: RunInfo, overwrite: bool = False, resume: bool = False):
+        self.output = Path(output)
+        self.dataset = dataset
+        self.run = run
+        self.overwrite = overwrite
+        self.resume = resume
+        names = [s.name for s in dataset.shards]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})[0]
+            raise DeltError(f"{dataset.spec}: two input shards are named {dup}; per-shard output names would collide")
+
+    def check(self) -> None:
+        """Validate the location; every process calls this before any process writes."""
+        if self.overwrite and self.resume:
+            raise UsageError("--overwrite and --resume: pass at most one")
+        check_output_location(self.output, [self.dataset])
+        if _nonempty(self.output) and not (self.overwrite or self.resume):
+            raise UsageError(
+                f"--output {self.output}: exists and is not empty; pass --resume to continue it or --overwrite to replace it"
+            )
+
+    def prepare(self) -> None:
+        """Create the directory (main process only); with --overwrite remove what an earlier run wrote."""
+        if self.overwrite and self.output.is_dir():
+            for p in self.output.iterdir():
+                if p.suffix == ".parquet" or p.name == MANIFEST_NAME or p.name.endswith(".tmp"):
+                    p.unlink()
+        (self.output / MANIFEST_NAME).unlink(missing_ok=True)
+        _probe_writable(self.output, self.output)
+
+    def path_for(self, shard: Shard) -> Path:
+        return self.output / shard.name
+
+    def metadata(self, shard: Shard, extra: dict | None = None) -> dict[bytes, bytes]:
+        return self.run.shard_metadata({"shard": shard.describe(), "dataset": self.dataset.fingerprint}, extra)
+
+    def is_done(self, shard: Shard) -> bool:
+        """True when --resume is on and this shard's output exists with the same arguments and input."""
+        path = self.path_for(shard)
+        if not (self.resume and path.is_file()):
+            return False
+        try:
+            prov = shard_provenance(pq.read_schema(path).metadata)
+        except (pa.ArrowException, OSError):
+            return False
+        return (
+            prov is not None
+            and prov.get("command") == self.run.command
+            and prov.get("args") == self.run.content_args()
+            and prov.get("input", {}).get("shard", {}).get("fingerprint") == shard.fingerprint
+        )
+
+    def write(self, shard: Shard, table: pa.Table, extra: dict | None = None) -> int:
+        return write_shard(table, self.path_for(shard), self.metadata(shard, extra))
+
+    def finish(self, *, extra: dict | None = None) -> dict:
+        paths = [self.path_for(s) for s in self.dataset.shards]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise DeltError(f"{self.output}: {len(missing)} shard(s) not finished, e.g. {missing[0]}; rerun with --resume")
+        manifest = self.run.manifest(inputs=self.dataset.describe(), outputs=describe_outputs(paths), extra=extra)
+        write_json_atomic(self.output / MANIFEST_NAME, manifest)
+        return manifest
+
+
+def my_shards(shards: Sequence[Shard], rank: int, world: int) -> list[Shard]:
+    """The shards that process `rank` of `world` handles: i % world == rank."""
+    return [s for i, s in enumerate(shards) if i % world == rank]
+
+
+def run_shardwise(
+    out: ShardwiseOutput,
+    fn: Callable[[Shard], pa.Table],
+    *,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    on_shard: Callable[[Shard, int], None] | None = None,
+) -> list[Shard]:
+    """Apply `fn` (shard -> output table) to this process's unfinished shards; return the ones it wrote."""
+    out.check()
+    barrier()
+    if rank == 0:
+        out.prepare()
+    barrier()
+    done = []
+    for shard in my_shards(out.dataset.shards, rank, world):
+        if out.is_done(shard):
+            info(f"{shard.name}: already finished, skipped (--resume)")
+            continue
+        rows = out.write(shard, fn(shard))
+        done.append(shard)
+        if on_shard:
+            on_shard(shard, rows)
+    barrier()
+    return done

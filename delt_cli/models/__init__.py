@@ -1,0 +1,1 @@
+"""Loading models and tokenizers: local directories, cached hub ids, GGUF files, configs."""
