@@ -1,0 +1,196 @@
+"""DSIR (Xie et al., 2023): importance weights from hashed n-gram features, the baseline of GOT-D.
+
+Features: the text is lower-cased and split into word and punctuation tokens
+(regex ``\\w+|[^\\w\\s]+``, NLTK's wordpunct rule); every unigram and bigram is hashed
+into one of ``buckets`` buckets (a 64-bit blake2b hash of each word, bigrams mixed
+from their two word hashes, so the buckets are stable across runs and machines).
+
+Fit (``prepare``): bag-of-n-grams models of the target and of the raw pool (a seeded
+uniform sample of ``pool_size`` rows, or all of it), each with add-one smoothing:
+p(k) = (count_k + 1) / (total + buckets).
+
+Score (per shard): the log importance weight of a document with bucket counts c,
+
+    dsir = sum_k c_k (log p_target(k) - log p_raw(k)),
+
+higher = more target-like. ``dsir_gumbel`` adds Gumbel noise drawn from a hash of
+(seed, row id), so ``delt select --by dsir_gumbel --top-k N`` is DSIR's importance
+resampling without replacement (the Gumbel top-k trick), independent of sharding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from delt_cli.console import info
+from delt_cli.dataset import open_dataset
+from delt_cli.errors import DeltError, UsageError
+from delt_cli.scoring.pool import iter_sample, sample_rows
+
+TOKEN_PATTERN = r"\w+|[^\w\s]+"
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _hash64(words: Sequence[str]) -> np.ndarray:
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little") for w in words),
+        dtype=np.uint64,
+        count=len(words),
+    )
+
+
+def _mix(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of the pair (h1, h2) (splitmix64's finaliser over h1 * golden ^ h2)."""
+    with np.errstate(over="ignore"):
+        z = (h1 * _MIX) ^ h2
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def ngram_buckets(texts: pa.Array | pa.ChunkedArray | Sequence[Optional[str]], buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row index, bucket) for every unigram and bigram of every text."""
+    series = pl.Series("t", texts, dtype=pl.String) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else pl.from_arrow(texts)
+    words = series.fill_null("").str.to_lowercase().str.extract_all(TOKEN_PATTERN)
+    tokens = pl.DataFrame({"w": words}).with_row_index("row").explode("w").drop_nulls("w")
+    if tokens.height == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    vocab = tokens.select(pl.col("w").unique(maintain_order=True))
+    vocab = vocab.with_columns(pl.Series("h", _hash64(vocab["w"].to_list()), dtype=pl.UInt64))
+    h = tokens.join(vocab, on="w", how="left", maintain_order="left")["h"].to_numpy()
+    row = tokens["row"].to_numpy().astype(np.int64)
+    same_doc = row[1:] == row[:-1]
+    bigram = _mix(h[:-1][same_doc], h[1:][same_doc])
+    b = np.uint64(buckets)
+    rows = np.concatenate([row, row[:-1][same_doc]])
+    keys = np.concatenate([h % b, bigram % b]).astype(np.int64)
+    return rows, keys
+
+
+def bucket_counts(texts, buckets: int) -> np.ndarray:
+    _, keys = ngram_buckets(texts, buckets)
+    return np.bincount(keys, minlength=buckets).astype(np.int64)
+
+
+def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray) -> np.ndarray:
+    """log p_target - log p_raw per bucket, both add-one smoothed."""
+    buckets = len(target_counts)
+    p_t = (target_counts + 1.0) / (target_counts.sum() + buckets)
+    p_r = (raw_counts + 1.0) / (raw_counts.sum() + buckets)
+    return np.log(p_t) - np.log(p_r)
+
+
+def gumbel_noise(ids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
+    """Standard Gumbel noise, one value per id, from a hash of (seed, id): independent of row position."""
+    key = str(seed).encode()
+    u = np.fromiter(
+        (
+            (int.from_bytes(hashlib.blake2b(str(v).encode("utf-8"), digest_size=8, key=key).digest(), "little") >> 11) + 0.5
+            for v in ids.to_pylist()
+        ),
+        dtype=np.float64,
+        count=len(ids),
+    ) / float(1 << 53)
+    return -np.log(-np.log(u))
+
+
+class DSIRScorer:
+    """Columns: dsir (log importance weight) and dsir_gumbel (the same plus seeded Gumbel noise)."""
+
+    name = "dsir"
+
+    def __init__(
+        self,
+        *,
+        target: Optional[str],
+        text_column: str = "text",
+        id_column: str = "id",
+        buckets: int = 10_000,
+        pool_size: Optional[int] = 100_000,
+        column: Optional[str] = None,
+        seed: int = 0,
+    ):
+        if not target:
+            raise UsageError("--method dsir needs --target TARGET (a dataset with the same text column)")
+        if buckets < 2:
+            raise UsageError(f"--dsir-buckets {buckets}: must be >= 2")
+        if pool_size is not None and pool_size < 1:
+            raise UsageError(f"--pool-size {pool_size}: must be >= 1")
+        self.target = str(target)
+        self.text_column = text_column
+        self.id_column = id_column
+        self.buckets = buckets
+        self.pool_size = pool_size
+        self.seed = seed
+        base = column or "dsir"
+        self.columns = [base, f"{base}_gumbel"]
+        self._log_ratio: Optional[np.ndarray] = None
+        self._facts: dict = {}
+
+    def _fit(self, dataset) -> dict:
+        target = open_dataset(self.target, text_column=self.text_column)
+        target.require(self.text_column, flag="--text-column")
+        if target.num_rows < 1:
+            raise DeltError(f"--target {self.target} has no rows")
+        t_counts = np.zeros(self.buckets, np.int64)
+        for _, table in target.iter_tables([self.text_column]):
+            t_counts += bucket_counts(table.column(self.text_column), self.buckets)
+        if t_counts.sum() == 0:
+            raise DeltError(f"--target {self.target}: column '{self.text_column}' has no words")
+        rows = sample_rows(dataset.num_rows, self.pool_size, self.seed)
+        r_counts = np.zeros(self.buckets, np.int64)
+        for _, table, local in iter_sample(dataset, [self.text_column], rows):
+            r_counts += bucket_counts(table.column(self.text_column).take(pa.array(local)), self.buckets)
+        fit_rows = dataset.num_rows if rows is None else len(rows)
+        info(f"DSIR: fitted on {target.num_rows:,} target rows ({int(t_counts.sum()):,} n-grams) and {fit_rows:,} pool rows ({int(r_counts.sum()):,} n-grams)")
+        return {
+            "log_ratio": log_ratio(t_counts, r_counts),
+            "facts": {
+                "target_fingerprint": target.fingerprint,
+                "target_rows": target.num_rows,
+                "target_ngrams": int(t_counts.sum()),
+                "fit_rows": int(fit_rows),
+                "fit_ngrams": int(r_counts.sum()),
+                "pool_rows": dataset.num_rows,
+            },
+        }
+
+    def prepare(self, dataset, dist) -> None:
+        dataset.require(self.text_column, flag="--text-column")
+        dataset.require(self.id_column, flag="--id-column")
+        payload: dict = {}
+        if dist.is_main:
+            try:
+                payload = {"ok": self._fit(dataset)}
+            except DeltError as exc:
+                payload = {"error": str(exc)}
+        payload = dist.broadcast_object(payload)
+        if "error" in payload:
+            raise DeltError(payload["error"])
+        self._log_ratio = payload["ok"]["log_ratio"]
+        self._facts = payload["ok"]["facts"]
+
+    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
+        assert self._log_ratio is not None, "prepare() must run before score_table()"
+        rows, keys = ngram_buckets(table.column(self.text_column), self.buckets)
+        weights = np.bincount(rows, weights=self._log_ratio[keys], minlength=table.num_rows)
+        noisy = weights + gumbel_noise(table.column(self.id_column), self.seed)
+        return {self.columns[0]: pa.array(weights, type=pa.float64()), self.columns[1]: pa.array(noisy, type=pa.float64())}
+
+    def provenance(self) -> dict:
+        return {
+            "target": self.target,
+            "features": "hashed unigrams + bigrams of lower-cased wordpunct tokens (blake2b-64)",
+            "buckets": self.buckets,
+            "smoothing": "add-one",
+            "score": "sum_k count_k * (log p_target(k) - log p_raw(k))",
+            "prefer": "highest",
+            "pool_size": self.pool_size,
+            "seed": self.seed,
+            **self._facts,
+        }
