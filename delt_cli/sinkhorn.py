@@ -107,7 +107,7 @@ def median_cost(x: torch.Tensor, y: torch.Tensor, max_entries: int = 4_000_000) 
     idx = torch.as_tensor(np.linspace(0, big_n - 1, cols).round().astype(np.int64), device=y.device)
     ys = y[idx]
     c = cost_block(x, ys, (x * x).sum(1), (ys * ys).sum(1))
-    return float(c.double().flatten().median().item()) if c.numel() < (1 << 24) else float(np.median(c.cpu().numpy()))
+    return float(np.median(c.double().cpu().numpy()))
 
 
 def c_transform(

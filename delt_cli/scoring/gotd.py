@@ -136,9 +136,9 @@ class GOTDScorer:
             eps_rule = {"epsilon_absolute": epsilon}
         info(f"GOT-D: solving OT between {len(x):,} target and {len(y):,} pool embeddings ({x.shape[1]}-d, epsilon {epsilon:.4g})")
         sol = sinkhorn(x, y, epsilon=epsilon, tol=self.tol, max_iter=self.max_iter, momentum=MOMENTUM, max_memory=self.max_memory, dtype=torch_dtype, device=dist.device)
-        if not (np.isfinite(sol.f).all() and np.isfinite(sol.g).all()):
+        if not (np.isfinite(sol.f).all() and np.isfinite(sol.g).all() and math.isfinite(sol.marginal_error)):
             raise DeltError(
-                f"GOT-D: the Sinkhorn solve diverged (non-finite potentials) with epsilon {epsilon:.4g}; "
+                f"GOT-D: the Sinkhorn solve diverged (non-finite potentials or marginals) with epsilon {epsilon:.4g}; "
                 "use a larger --epsilon or --epsilon-relative, or --ot-dtype float64"
             )
         info(f"GOT-D: {sol.iterations} iteration(s), marginal error {sol.marginal_error:.2e} ({sol.mode} cost, {sol.seconds:.1f}s)")
