@@ -38,7 +38,7 @@ def score_cmd(
     embedding_column: Annotated[str, typer.Option("--embedding-column", help="gotd: the embedding column of the pool and the target.", rich_help_panel=TARGETED)] = "emb",
     epsilon: Annotated[Optional[float], typer.Option("--epsilon", help="gotd: absolute entropic regularisation (default 0.1, the paper's).", rich_help_panel=TARGETED)] = None,
     epsilon_relative: Annotated[Optional[float], typer.Option("--epsilon-relative", help="gotd: epsilon = R x the median target-pool cost (instead of --epsilon).", rich_help_panel=TARGETED)] = None,
-    pool_size: Annotated[int, typer.Option("--pool-size", help="gotd: candidates in the OT solve; dsir: pool rows the raw n-gram model is fitted on (a seeded uniform sample when the pool is larger).", rich_help_panel=TARGETED)] = 100_000,
+    pool_size: Annotated[int, typer.Option("--pool-size", help="gotd: candidates in the OT solve; dsir: pool rows the raw n-gram model is fitted on (a seeded uniform sample when the pool is larger).", rich_help_panel=TARGETED)] = 50_000,
     max_iter: Annotated[int, typer.Option("--max-iter", help="gotd: maximum Sinkhorn iterations.", rich_help_panel=TARGETED)] = 2000,
     tol: Annotated[float, typer.Option("--tol", help="gotd: stop when the L1 error of the target marginal is at most this (a warning when not reached).", rich_help_panel=TARGETED)] = 1e-4,
     max_memory: Annotated[str, typer.Option("--max-memory", help="gotd: keep the target x sample kernel in memory up to this size (e.g. 2GB), else recompute it in tiles.", rich_help_panel=TARGETED)] = "2GB",

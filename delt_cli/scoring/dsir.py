@@ -111,7 +111,7 @@ class DSIRScorer:
         text_column: str = "text",
         id_column: str = "id",
         buckets: int = 10_000,
-        pool_size: Optional[int] = 100_000,
+        pool_size: Optional[int] = 50_000,
         column: Optional[str] = None,
         seed: int = 0,
     ):

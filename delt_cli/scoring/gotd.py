@@ -65,7 +65,7 @@ class GOTDScorer:
         embedding_column: str = "emb",
         epsilon: Optional[float] = None,
         epsilon_relative: Optional[float] = None,
-        pool_size: Optional[int] = 100_000,
+        pool_size: Optional[int] = 50_000,
         max_iter: int = 2000,
         tol: float = 1e-4,
         max_memory: str | int = "2GB",
@@ -116,13 +116,16 @@ class GOTDScorer:
         import torch
 
         rows = sample_rows(dataset.num_rows, self.pool_size, self.seed)
-        parts = []
+        y = np.empty((dataset.num_rows if rows is None else len(rows), x.shape[1]), dtype=np.float32)
+        filled = 0
         for shard, table, local in iter_sample(dataset, [self.embedding_column], rows):
-            y = to_numpy(table.column(self.embedding_column), column=self.embedding_column, where=str(shard.path))
-            if y.shape[1] != x.shape[1]:
-                check_dims(y.shape[1], x.shape[1], column=self.embedding_column, pool=str(shard.path), target=self.target)
-            parts.append(y[local])
-        y = np.concatenate(parts) if parts else np.zeros((0, x.shape[1]), np.float32)
+            part = to_numpy(table.column(self.embedding_column), column=self.embedding_column, where=str(shard.path))
+            if part.shape[1] != x.shape[1] and len(part):
+                check_dims(part.shape[1], x.shape[1], column=self.embedding_column, pool=str(shard.path), target=self.target)
+            y[filled : filled + len(local)] = part[local]
+            filled += len(local)
+        del part, table
+        pa.default_memory_pool().release_unused()  # the shards' buffers: gone before the kernel is allocated
         if len(y) < 2:
             raise DeltError(f"{dataset.spec} has {len(y)} row(s); GOT-D needs at least 2 candidates")
         torch_dtype = getattr(torch, self.dtype)

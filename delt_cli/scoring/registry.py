@@ -21,7 +21,7 @@ def _gotd(opts: dict):
         embedding_column=opts.get("embedding_column") or "emb",
         epsilon=opts.get("epsilon"),
         epsilon_relative=opts.get("epsilon_relative"),
-        pool_size=opts.get("pool_size", 100_000),
+        pool_size=opts.get("pool_size", 50_000),
         max_iter=opts.get("max_iter", 2000),
         tol=opts.get("tol", 1e-4),
         max_memory=opts.get("max_memory") or "2GB",
@@ -40,7 +40,7 @@ def _dsir(opts: dict):
         text_column=opts.get("text_column", "text"),
         id_column=opts.get("id_column", "id"),
         buckets=opts.get("dsir_buckets", 10_000),
-        pool_size=opts.get("pool_size", 100_000),
+        pool_size=opts.get("pool_size", 50_000),
         column=opts.get("column"),
         seed=opts.get("seed", 0),
     )
