@@ -21,18 +21,16 @@ sentence-transformers computes for mean-pooling models such as all-MiniLM-L6-v2.
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from delt_cli.console import info, progress
-from delt_cli.dataset import RunInfo, ShardwiseOutput, open_dataset, read_shard, run_shardwise
-from delt_cli.distributed import Dist, get_dist
+from delt_cli.console import warn
+from delt_cli.dataset import RunInfo
+from delt_cli.distributed import Dist
 from delt_cli.errors import DeltError, UsageError
-from delt_cli.scoring.runner import add_columns
 from delt_cli.vectors import DTYPES, to_arrow
 
 
@@ -164,66 +162,63 @@ class Encoder:
         return docs.astype(np.float32)
 
 
-def embed_dataset(
-    input: str | Path,
-    output: Path,
-    *,
-    model: Optional[str] = None,
-    column: str = "emb",
-    chunk_chars: int = 1000,
-    normalize: Optional[bool] = None,
-    batch_size: int = 64,
-    dtype: str = "float32",
-    max_length: Optional[int] = None,
-    run: Optional[RunInfo] = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    id_column: str = "id",
-    text_column: str = "text",
-    dist: Optional[Dist] = None,
-) -> Optional[dict]:
-    """Add an embedding column to every shard of `input`; returns the manifest on the main process."""
-    if chunk_chars < 1:
-        raise UsageError(f"--chunk-chars {chunk_chars}: must be >= 1")
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
-    dist = dist or get_dist()
-    if model is None:
-        from delt_cli.assets import minilm_dir
+class EmbeddingScorer:
+    """`delt embed` as a per-shard column adder (run by the scoring runner): one vector column."""
 
-        model = str(minilm_dir())
-    run = run or RunInfo(command="embed", args={"model": model, "column": column, "chunk_chars": chunk_chars})
-    ds = open_dataset(input, id_column=id_column, text_column=text_column)
-    ds.require(text_column, flag="--text-column")
-    text_type = ds.schema.field(text_column).type
-    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_string_view(text_type)):
-        raise DeltError(f"--text-column '{text_column}' in {ds.spec} has type {text_type}, not text")
-    out = ShardwiseOutput(output, ds, run=run, overwrite=overwrite, resume=resume)
-    out.check()
-    import torch
+    name = "embed"
 
-    compute_dtype = torch.float16 if (dtype == "float16" and str(dist.device).startswith("cuda")) else torch.float32
-    encoder = Encoder(model, device=dist.device, batch_size=batch_size, max_length=max_length, normalize=normalize, compute_dtype=compute_dtype)
-    if encoder.pooling not in (None, "mean_tokens") and dist.is_main:
-        from delt_cli.console import warn
+    def __init__(
+        self,
+        *,
+        model: Optional[str] = None,
+        column: str = "emb",
+        chunk_chars: int = 1000,
+        normalize: Optional[bool] = None,
+        batch_size: int = 64,
+        dtype: str = "float32",
+        max_length: Optional[int] = None,
+        text_column: str = "text",
+    ):
+        if chunk_chars < 1:
+            raise UsageError(f"--chunk-chars {chunk_chars}: must be >= 1")
+        if dtype not in DTYPES:
+            raise UsageError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+        if model is None:
+            from delt_cli.assets import minilm_dir
 
-        warn(f"--model {model} was trained with {encoder.pooling} pooling; delt embed uses mean pooling")
-    provenance = {**encoder.provenance(), "chunk_chars": chunk_chars, "dtype": dtype, "column": column}
-    run.args["embedding"] = provenance
-    started = time.time()
-    with progress() as bar:
-        task = bar.add_task("embedding", total=sum(s.num_rows for i, s in enumerate(ds.shards) if i % dist.world == dist.rank))
+            model = str(minilm_dir())
+        self.model, self.column, self.chunk_chars, self.normalize = model, column, chunk_chars, normalize
+        self.batch_size, self.dtype, self.max_length, self.text_column = batch_size, dtype, max_length, text_column
+        self.columns = [column]
+        self.encoder: Optional[Encoder] = None
 
-        def embed_shard(shard):
-            table = read_shard(shard.path)
-            texts = table.column(text_column).to_pylist()
-            vectors = encoder.embed_documents(texts, chunk_chars=chunk_chars)
-            return add_columns(table, {column: to_arrow(vectors, dtype)})
+    def prepare(self, dataset, dist) -> None:
+        import torch
 
-        run_shardwise(out, embed_shard, rank=dist.rank, world=dist.world, barrier=dist.barrier, on_shard=lambda s, rows: bar.advance(task, rows))
-    if not dist.is_main:
-        return None
-    manifest = out.finish(extra={"embedding": provenance, "processes": dist.world})
-    elapsed = time.time() - started
-    info(f"embedded {ds.num_rows:,} rows into '{column}' ({encoder.dim}-d, {dtype}) in {elapsed:.1f}s ({dist.world} process(es))")
-    return manifest
+        text_type = dataset.require(self.text_column, flag="--text-column")
+        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_string_view(text_type)):
+            raise DeltError(f"--text-column '{self.text_column}' in {dataset.spec} has type {text_type}, not text")
+        on_gpu = str(dist.device).startswith("cuda")
+        compute_dtype = torch.float16 if (self.dtype == "float16" and on_gpu) else torch.float32
+        self.encoder = Encoder(self.model, device=dist.device, batch_size=self.batch_size, max_length=self.max_length, normalize=self.normalize, compute_dtype=compute_dtype)
+        if self.encoder.pooling not in (None, "mean_tokens") and dist.is_main:
+            warn(f"--model {self.model} was trained with {self.encoder.pooling} pooling; delt embed uses mean pooling")
+
+    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
+        assert self.encoder is not None, "prepare() must run before score_table()"
+        vectors = self.encoder.embed_documents(table.column(self.text_column).to_pylist(), chunk_chars=self.chunk_chars)
+        return {self.column: to_arrow(vectors, self.dtype)}
+
+    def provenance(self) -> dict:
+        out = {"chunk_chars": self.chunk_chars, "dtype": self.dtype, "column": self.column}
+        return {**self.encoder.provenance(), **out} if self.encoder is not None else {"model": self.model, **out}
+
+
+def embed_dataset(input: str | Path, output: Path, *, run: Optional[RunInfo] = None, overwrite: bool = False, resume: bool = False,
+                  id_column: str = "id", text_column: str = "text", dist: Optional[Dist] = None, **options) -> Optional[dict]:
+    """Add an embedding column to every shard of `input` (options: see `EmbeddingScorer`); the manifest on the main process."""
+    from delt_cli.scoring.runner import score_dataset
+
+    scorer = EmbeddingScorer(text_column=text_column, **options)
+    run = run or RunInfo(command="embed", args={k: v for k, v in options.items()})
+    return score_dataset(input, output, scorer, run=run, overwrite=overwrite, resume=resume, id_column=id_column, text_column=text_column, dist=dist)

@@ -29,7 +29,10 @@ Two ways to run an iteration, chosen by memory:
   updates are done in the log domain (one exp per entry per iteration).
 
 Both give the same potentials; the stored form is about ten times faster per
-iteration on CPU.
+iteration on CPU. In float32 the rounding of the matrix-vector products puts a
+floor under the measurable marginal error (about 3e-6 in L1 at 20k x 2k); a
+float32 solve that stops improving above `tol` continues in float64 from where
+it stopped (`refine`).
 """
 
 from __future__ import annotations

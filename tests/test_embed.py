@@ -110,8 +110,9 @@ def test_embed_command(tiny_encoder, tmp_path):
     expect = Encoder(tiny_encoder, batch_size=7).embed_documents(TEXTS, chunk_chars=100)
     np.testing.assert_allclose(vectors, expect, atol=1e-5)  # batch size does not change the result
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["embedding"]["dim"] == 32 and manifest["embedding"]["chunk_chars"] == 100
-    assert manifest["embedding"]["normalize"] is False  # a plain HF dir has no Normalize module
+    assert manifest["command"] == "embed" and manifest["scorer"]["method"] == "embed"
+    assert manifest["scorer"]["dim"] == 32 and manifest["scorer"]["chunk_chars"] == 100
+    assert manifest["scorer"]["normalize"] is False  # a plain HF dir has no Normalize module
     # --resume skips finished shards; float16 and a custom column name
     result = runner.invoke(app, args + ["--resume"])
     assert result.exit_code == 0 and "already finished" in result.output

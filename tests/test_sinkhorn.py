@@ -120,3 +120,23 @@ def test_bad_parameters():
         sinkhorn(x, y, epsilon=0.0)
     with pytest.raises(ValueError, match="momentum"):
         sinkhorn(x, y, epsilon=0.1, momentum=2.5)
+
+
+def test_float32_stall_continues_in_float64():
+    """A tolerance below float32's rounding floor: the float32 solve stalls and float64 finishes it."""
+    x, y = problem(30, 400, 8, seed=7)
+    sol = sinkhorn(x, y, epsilon=0.1, tol=1e-13, max_iter=20_000, dtype=torch.float32)
+    assert sol.converged and sol.marginal_error <= 1e-13
+    assert sol.dtype.startswith("float32, float64 from iteration")
+    ref = sinkhorn(x, y, epsilon=0.1, tol=1e-13, max_iter=20_000, dtype=torch.float64)
+    f, g = fix_constant(sol.f, sol.g, ref.f, ref.g)
+    assert np.abs(g - ref.g).max() < 1e-9
+    no_refine = sinkhorn(x, y, epsilon=0.1, tol=1e-13, max_iter=300, dtype=torch.float32, refine=False)
+    assert not no_refine.converged and no_refine.dtype == "float32"
+
+
+def test_l2_stopping_rule():
+    x, y = problem(30, 300, 8, seed=8)
+    l1 = sinkhorn(x, y, epsilon=0.1, tol=1e-6, dtype=torch.float64, norm=1)
+    l2 = sinkhorn(x, y, epsilon=0.1, tol=1e-6, dtype=torch.float64, norm=2)
+    assert l2.iterations <= l1.iterations and l2.summary()["marginal_error_norm"].startswith("L2")

@@ -30,7 +30,7 @@ import pyarrow as pa
 from delt_cli.console import info
 from delt_cli.dataset import open_dataset
 from delt_cli.errors import DeltError, UsageError
-from delt_cli.scoring.pool import iter_sample, sample_rows
+from delt_cli.scoring.pool import fit_on_main, iter_sample, sample_rows
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -163,17 +163,8 @@ class DSIRScorer:
     def prepare(self, dataset, dist) -> None:
         dataset.require(self.text_column, flag="--text-column")
         dataset.require(self.id_column, flag="--id-column")
-        payload: dict = {}
-        if dist.is_main:
-            try:
-                payload = {"ok": self._fit(dataset)}
-            except DeltError as exc:
-                payload = {"error": str(exc)}
-        payload = dist.broadcast_object(payload)
-        if "error" in payload:
-            raise DeltError(payload["error"])
-        self._log_ratio = payload["ok"]["log_ratio"]
-        self._facts = payload["ok"]["facts"]
+        fitted = fit_on_main(dist, lambda: self._fit(dataset))
+        self._log_ratio, self._facts = fitted["log_ratio"], fitted["facts"]
 
     def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
         assert self._log_ratio is not None, "prepare() must run before score_table()"

@@ -27,7 +27,7 @@ import pyarrow as pa
 from delt_cli.console import info, warn
 from delt_cli.dataset import open_dataset
 from delt_cli.errors import DeltError, UsageError
-from delt_cli.scoring.pool import iter_sample, sample_rows
+from delt_cli.scoring.pool import fit_on_main, iter_sample, sample_rows
 from delt_cli.sinkhorn import as_tensor, c_transform, calibrated_gradient, median_cost, sinkhorn
 from delt_cli.vectors import check_dims, column_dim, to_numpy
 
@@ -159,16 +159,7 @@ class GOTDScorer:
         pool_dim = column_dim(dataset, self.embedding_column, flag="--embedding-column")
         x, target_fp = self._read_target()
         check_dims(pool_dim, x.shape[1], column=self.embedding_column, pool=dataset.spec, target=self.target)
-        payload: dict = {}
-        if dist.is_main:
-            try:
-                payload = {"ok": self._solve(dataset, x, dist)}
-            except DeltError as exc:
-                payload = {"error": str(exc)}
-        payload = dist.broadcast_object(payload)
-        if "error" in payload:
-            raise DeltError(payload["error"])
-        state = payload["ok"]
+        state = fit_on_main(dist, lambda: self._solve(dataset, x, dist))
         conv = state["convergence"]
         if not conv["converged"] and dist.is_main:
             warn(
