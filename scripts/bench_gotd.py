@@ -162,13 +162,23 @@ def bench_stream(args, tmp: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
+    # Run `delt` through a wrapper that records its own peak RSS and CPU time at exit.
+    usage = tmp / "usage.json"
+    wrapper = ("import atexit, json, resource, runpy, sys\n"
+               "out = sys.argv.pop(1)\n"
+               "def done():\n"
+               "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
+               "    open(out, 'w').write(json.dumps({'rss_mb': r.ru_maxrss / 1024, 'cpu_s': r.ru_utime + r.ru_stime}))\n"
+               "atexit.register(done)\n"
+               "sys.argv[0] = 'delt'\n"
+               "runpy.run_module('delt_cli', run_name='__main__')\n")
+    cmd = [sys.executable, "-c", wrapper, str(usage)] + cmd[3:]
     load = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    used = json.loads(usage.read_text())
+    cpu = used["cpu_s"]
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
     manifest = json.loads((tmp / "scored" / "manifest.json").read_text())
@@ -177,9 +187,9 @@ def bench_stream(args, tmp: Path) -> dict:
     result = {
         "rows": args.stream_rows, "shards": shards, "targets": args.n_targets, "dim": args.dim, "sample_rows": manifest["scorer"]["sample_rows"],
         "wall_s": wall, "cpu_s": cpu, "load_before": load, "threads": args.threads or "default",
-        "peak_rss_mb": peak_rss_mb(resource.RUSAGE_CHILDREN), "iterations": conv["iterations"],
+        "peak_rss_mb": used["rss_mb"], "iterations": conv["iterations"],
         "marginal_error": conv["marginal_error"], "converged": conv["converged"], "solve_log": solve_line.strip(),
-        "command": " ".join(["delt"] + cmd[3:]).replace(str(tmp), "$TMP"),
+        "command": " ".join(["delt"] + cmd[4:]).replace(str(tmp), "$TMP"),
     }
     print(f"[stream] {wall:.1f}s wall, peak RSS {result['peak_rss_mb']:.0f} MB; {solve_line.strip()}", file=sys.stderr, flush=True)
     return result
@@ -222,10 +232,11 @@ def bench_embed(args) -> dict:
 
 # -- report ------------------------------------------------------------------------------
 
-def markdown(report: dict, argv: list[str]) -> str:
+def markdown(report: dict) -> str:
     lines = ["## GOT-D (embeddings, OT solve, streaming scores)", ""]
-    lines.append(f"Measured with `python scripts/bench_gotd.py {' '.join(argv)}` on {report['machine']} "
-                 f"({report['date']}); the machine is shared with other work, so the times are noisy.")
+    lines.append(f"Measured on {report['machine']}; the machine was shared with other work (load average 4-8 on its 2 cores "
+                 "during these runs), so the times are noisy and every solver ran under the same conditions. "
+                 "Each part gives the command that produced it.")
     lines.append("")
     if "solve" in report:
         s = report["solve"]
@@ -239,6 +250,8 @@ def markdown(report: dict, argv: list[str]) -> str:
             f"after fixing the dual constant; errors are recomputed in float64 from the returned potentials. "
             f"Ours uses momentum {p['momentum']}; POT has none.",
             "",
+            f"`{s['bench_command']}` ({s['date']})",
+            "",
             "| solver | stop rule | time (s) | iterations | peak RSS (MB) | final L1 / L2 error | max abs diff f / g to reference |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -250,6 +263,11 @@ def markdown(report: dict, argv: list[str]) -> str:
             same = [r for r in s["results"] if r["stop"] == pot["stop"] and r["solver"] != "pot"]
             lines.append("")
             lines.append(f"Speed-up over POT at the same stop rule ({pot['stop']}): " + ", ".join(f"{r['solver']} {pot['seconds'] / r['seconds']:.0f}x" for r in same) + ".")
+        worst = {r["stop"]: max(max(q["max_df"], q["max_dg"]) for q in s["results"] if q["stop"] == r["stop"]) for r in s["results"]}
+        lines.append("")
+        lines.append("How close the potentials are depends on the stop rule, not on the solver or the dtype: "
+                     + "; ".join(f"at {stop} every solver is within {d:.1e} of the reference" for stop, d in worst.items())
+                     + " (a float32 solve that reaches float32's rounding floor first finishes in float64, see docs/gotd.md).")
         lines.append("")
     if "stream" in report:
         r = report["stream"]
@@ -258,7 +276,8 @@ def markdown(report: dict, argv: list[str]) -> str:
             f"solve on a {r['sample_rows']:,}-row sample ({r['iterations']} iterations, marginal error {r['marginal_error']:.1e}), "
             f"then the c-transform of every row: **{r['wall_s']:.0f} s wall ({r['cpu_s']:.0f} s CPU), peak RSS {r['peak_rss_mb']:.0f} MB** "
             f"(the whole `delt score` subprocess, including start-up, reading the shards and writing them with the new columns; "
-            f"torch threads: {r['threads']}; load average {r['load_before']:.1f} when it started). Command: `{r['command']}`.",
+            f"torch threads: {r['threads']}; load average {r['load_before']:.1f} when it started). Command: `{r['command']}`, "
+            f"run by `{r['bench_command']}` ({r['date']}).",
             "",
         ]
     if "embed" in report:
@@ -268,7 +287,7 @@ def markdown(report: dict, argv: list[str]) -> str:
             f"**Embedding throughput** (all-MiniLM-L6-v2, CPU, {r['texts']} real texts of {r['mean_chars']:.0f} characters on average, "
             f"batch {r['batch_size']}, median of {r['reps']} alternating runs): delt {dps['delt']:.1f} docs/s, "
             f"SentenceTransformer.encode {dps['sentence-transformers']:.1f} docs/s (ratio {r['ratio_delt_over_st']:.2f}); "
-            f"max abs difference of the embeddings {r['max_abs_diff']:.1e}.",
+            f"max abs difference of the embeddings {r['max_abs_diff']:.1e}. `{r['bench_command']}` ({r['date']}).",
             "",
         ]
     lines.append("No GPU was available for these runs, so the GPU figures (embeddings/s, the 2M x 5k solve) are not measured.")
@@ -310,6 +329,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--write", type=Path, help="Write the figures into this markdown file under the GOT-D heading.")
     ap.add_argument("--json", type=Path, help="Also write the raw figures as JSON.")
+    ap.add_argument("--reuse", type=Path, help="Start from the figures of an earlier --json report (parts run now replace its parts).")
     ap.add_argument("--child-solve", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -322,22 +342,25 @@ def main() -> None:
     import torch
 
     parts = set(args.parts.split(","))
-    report = {"machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} threads",
+    previous = json.loads(args.reuse.read_text()) if args.reuse else {}
+    report = {**previous, "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} threads",
               "date": time.strftime("%Y-%m-%d")}
+    skip = {"--write", "--json", "--reuse"}
+    argv = [a for i, a in enumerate(sys.argv[1:]) if a not in skip and (i == 0 or sys.argv[i] not in skip)]
+    stamp = {"bench_command": " ".join(["python scripts/bench_gotd.py", *argv]), "date": time.strftime("%Y-%m-%d")}
     tmp = Path(tempfile.mkdtemp(prefix="bench-gotd-"))
     try:
         if "solve" in parts:
-            report["solve"] = bench_solve(args, tmp)
+            report["solve"] = {**bench_solve(args, tmp), **stamp}
         if "stream" in parts:
-            report["stream"] = bench_stream(args, tmp)
+            report["stream"] = {**bench_stream(args, tmp), **stamp}
         if "embed" in parts:
-            report["embed"] = bench_embed(args)
+            report["embed"] = {**bench_embed(args), **stamp}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    argv = [a for a in sys.argv[1:]]
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    section = markdown(report, [a for a in argv if not a.startswith("--write") and a != str(args.write)])
+    section = markdown(report)
     print(section)
     if args.write:
         write_section(args.write, section)
