@@ -113,9 +113,13 @@ def test_embed_command(tiny_encoder, tmp_path):
     assert manifest["command"] == "embed" and manifest["scorer"]["method"] == "embed"
     assert manifest["scorer"]["dim"] == 32 and manifest["scorer"]["chunk_chars"] == 100
     assert manifest["scorer"]["normalize"] is False  # a plain HF dir has no Normalize module
-    # --resume skips finished shards; float16 and a custom column name
+    # --resume skips finished shards; a second run elsewhere gives byte-identical shards
     result = runner.invoke(app, args + ["--resume"])
     assert result.exit_code == 0 and "already finished" in result.output
+    again = tmp_path / "again"
+    assert runner.invoke(app, [args[0], args[1], "-o", str(again), *args[4:]]).exit_code == 0
+    assert (again / "part-00000.parquet").read_bytes() == (out / "part-00000.parquet").read_bytes()
+    # float16 and a custom column name
     result = runner.invoke(app, ["embed", str(data), "-o", str(tmp_path / "e16"), "--model", str(tiny_encoder), "--dtype", "float16", "--column", "vec", "--normalize"])
     assert result.exit_code == 0, result.output
     ds16 = open_dataset(tmp_path / "e16")
