@@ -34,7 +34,7 @@ from delt_cli.console import console, info, progress
 from delt_cli.corpus.dedup import find_duplicates
 from delt_cli.corpus.sources import DOMAINS, SOURCES, Source
 from delt_cli.corpus.splits import Chunk, partition, sample, shuffled
-from delt_cli.corpus.text import latin_share, pack
+from delt_cli.corpus.text import has_commands, latin_share, pack
 from delt_cli.dataset.provenance import RunInfo, read_manifest, write_json_atomic
 from delt_cli.dataset.reader import Dataset, Shard
 from delt_cli.dataset.writer import StagedOutput, shard_name, write_shard
@@ -130,6 +130,7 @@ class SourceStats:
     chunks: int = 0
     short_dropped_chars: int = 0
     non_latin: int = 0  # documents dropped because under 90% of their letters are Latin script
+    commands: int = 0  # documents dropped because they hold LaTeX or RTF commands
     exact_duplicates: int = 0
     near_duplicates: int = 0
     kept: int = 0
@@ -163,6 +164,9 @@ def _collect(doc_chars: int, min_chars: int, near_dup: float, sources: tuple[Sou
                         continue
                     if latin_share(text) < MIN_LATIN:
                         st.non_latin += 1
+                        continue
+                    if has_commands(text):
+                        st.commands += 1
                         continue
                     candidates.append(Chunk(f"{doc.source}:{doc.key}:{position}", text, doc.domain, doc.source, doc.group))
             bar.advance(task)

@@ -161,10 +161,11 @@ def _sciriff(src: Source) -> Iterator[SourceDoc]:
             yield src.doc(row["doc"]["id"], _lines(context))
 
 
-_REF = re.compile(r"\s*\(?\s*BIBREF\d+(?:\s*[,;]\s*BIBREF\d+)*\s*\)?")
+_REF_PARENS = re.compile(r"\s*\(\s*BIBREF\d+(?:\s*[,;]\s*BIBREF\d+)*\s*\)")
+_REF = re.compile(r"\s*BIBREF\d+(?:\s*[,;]\s*BIBREF\d+)*")
 _XREF = re.compile(r"\b(?:FIG|TAB|SEC|EQ)REF(\d+)\b")
 _MATH = re.compile(r"\$|\\[A-Za-z]+|INLINEFORM\d+|DISPLAYFORM\d+")
-_URL = re.compile(r"\s*(?:https?://|www\.)\S+")
+_URL = re.compile(r"\s*(?:https?://|www\.)\S+?(?=[.,;:!?)\]]*(?:\s|$))")
 _SKIP_SECTIONS = re.compile(r"acknowledg|references|appendix|supplementary", re.I)
 
 
@@ -172,7 +173,7 @@ def paper_paragraph(text: str) -> str:
     """A Qasper paragraph without citation markers and URLs; '' if it holds math or is a fragment."""
     if _MATH.search(text) or "@" in text:
         return ""
-    text = _REF.sub("", text)
+    text = _REF.sub("", _REF_PARENS.sub("", text))
     text = _XREF.sub(r"\1", text)
     text = _URL.sub("", text)
     text = re.sub(r"\s+([,.;:])", r"\1", paragraph(text))

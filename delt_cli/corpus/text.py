@@ -13,6 +13,7 @@ Paragraphs inside a document are separated by one newline.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -28,8 +29,32 @@ _LETTER = re.compile(r"[^\W\d_]")
 _NON_LATIN_LETTER = re.compile(r"[^\W\d_A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 
 
+# UTF-8 text that was once decoded as Windows-1252 ("Â£" for "£", "â€™" for "’"): a lead byte
+# then one to three continuation bytes, as cp1252 shows them
+_MOJIBAKE = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201a\u201c-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]{1,3}"
+)
+
+
+def _unmojibake(m: re.Match) -> str:
+    try:
+        return m.group().encode("cp1252").decode("utf-8")
+    except UnicodeError:
+        return m.group()
+
+
+# formatting tags that some sources keep (PubMed abstracts, news): the tag goes, its text stays
+_HTML_TAG = re.compile(r"</?(?:b|i|u|em|strong|sup|sub|span|font|small|big|tt|a)\b[^<>]*>", re.I)
+_HTML_BREAK = re.compile(r"<br\s*/?>|</?(?:p|div|abstracttext|copyrightinformation)\b[^<>]*>", re.I)
+# LaTeX or RTF commands (\displaystyle, \frac, \tab): text that holds them is not running prose
+_COMMAND = re.compile(r"\\[A-Za-z]{2,}")
+
+
 def clean_line(line: str) -> str:
-    """NFC, no invisible or control characters, runs of spaces collapsed, trimmed."""
+    """Mojibake repaired, formatting tags and HTML entities resolved, NFC, no invisible or
+    control characters, runs of spaces collapsed, trimmed."""
+    line = html.unescape(_HTML_BREAK.sub(" ", _HTML_TAG.sub("", _MOJIBAKE.sub(_unmojibake, line))))
     line = _INVISIBLE.sub("", unicodedata.normalize("NFC", line))
     return _SPACES.sub(" ", line).strip()
 
@@ -41,6 +66,11 @@ def paragraph(text: str, *, keep_lines: bool = False) -> str:
     """
     lines = [clean_line(_EMPTY_PARENS.sub("", x)) for x in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     return ("\n" if keep_lines else " ").join(x for x in lines if x)
+
+
+def has_commands(text: str) -> bool:
+    """True when `text` holds LaTeX or RTF commands (it is dropped from the corpus)."""
+    return _COMMAND.search(text) is not None
 
 
 def latin_share(text: str) -> float:
