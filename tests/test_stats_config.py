@@ -94,3 +94,27 @@ def test_version_and_help(cli):
     for command in ("prepare", "select", "order", "stats", "score", "assets"):
         res = cli(command, "--help")
         assert res.exit_code == 0 and "Examples" in res.stdout
+
+
+@pytest.mark.parametrize("command", ["select", "order"])
+def test_example_configs_are_valid(cli, tmp_path, command):
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    n = 60
+    d = write_dataset(
+        tmp_path / "in",
+        n,
+        extra={
+            "lqs": pa.array(np.linspace(-1, 1, n)),
+            "ppl": pa.array(np.linspace(5, 50, n)),
+            "gotd": pa.array(np.linspace(-2, 2, n)),
+            "n_tokens": pa.array(np.full(n, 100_000, dtype=np.int64)),
+        },
+    )
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs" / command).glob("*.yaml"))
+    assert configs
+    for i, cfg in enumerate(configs):
+        res = cli(command, d, "-o", tmp_path / f"o{i}", "--config", cfg)
+        assert res.exit_code == 0, (cfg.name, res.output)
