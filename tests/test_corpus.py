@@ -41,7 +41,8 @@ MARKUP = re.compile(
     re.M,
 )
 
-pytestmark = pytest.mark.assets
+# One worker runs them all (under `pytest -n 2 --dist loadgroup`), so the tiny corpus is built once.
+pytestmark = [pytest.mark.assets, pytest.mark.xdist_group("corpus")]
 
 
 def load_script(name: str):
@@ -308,7 +309,7 @@ def build_app():
         (["--preset", "tiny", "--train-per-domain", "lots"], 2, "--train-per-domain 'lots'"),
         (["--preset", "tiny", "--heldout-per-domain", "-1"], 2, "--heldout-per-domain -1"),
         (["--preset", "tiny", "--doc-chars", "50"], 2, "--doc-chars 50"),
-        (["--preset", "tiny", "--heldout-per-domain", "all"], 2, "not a valid integer"),
+        (["--preset", "tiny", "--heldout-per-domain", "all"], 2, "--heldout-per-domain"),
     ],
 )
 def test_bad_flags_give_one_line_errors(build_app, tmp_path, args, code, message):
