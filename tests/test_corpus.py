@@ -28,7 +28,7 @@ from delt_cli.corpus.build import SUMMARY, build_corpus, make_config
 from delt_cli.corpus.dedup import find_duplicates, jaccard, shingle_sets
 from delt_cli.corpus.plays import play_paragraphs
 from delt_cli.corpus.sources import DOMAINS, paper_paragraph, source_by_name
-from delt_cli.corpus.splits import Chunk, partition
+from delt_cli.corpus.splits import Chunk, allocate, partition
 from delt_cli.corpus.text import clean_line, has_commands, normalized, pack, segments, text_key
 from delt_cli.corpus.wikitext import iter_pages, wiki_paragraphs
 from delt_cli.dataset.reader import open_dataset
@@ -188,13 +188,25 @@ def test_partition_keeps_groups_whole_and_fills_quotas():
     chunks = [Chunk(f"s:{g}:{i}", "t", "news", "s", f"s:{g}") for g in range(30) for i in range(g % 4 + 1)]
     parts = partition(chunks, [("target-news", 5), ("heldout", 8)], "train", seed=0, min_groups=3, max_frac=0.5)
     groups = {name: {c.source_doc for c in part} for name, part in parts.items()}
-    assert sum(len(p) for p in parts.values()) == len(chunks)
+    assert len(parts["target-news"]) == 5 and len(parts["heldout"]) == 8
     assert not (groups["train"] & groups["heldout"]) and not (groups["train"] & groups["target-news"])
     assert not (groups["heldout"] & groups["target-news"])
-    assert len(parts["heldout"]) >= 8 and len(groups["heldout"]) >= 3
+    # train holds whole groups: every chunk of a train group is in train
+    assert len(parts["train"]) == sum(1 for c in chunks if c.source_doc in groups["train"])
     assert partition(chunks, [("heldout", 8)], "train", seed=0, min_groups=3, max_frac=0.5)["heldout"] != partition(
         chunks, [("heldout", 8)], "train", seed=1, min_groups=3, max_frac=0.5
     )["heldout"]
+
+
+def test_partition_mixes_sources_in_proportion_and_respects_the_cap():
+    big = [Chunk(f"big:{g}:{i}", "t", "wiki", "big", f"big:{g}") for g in range(4) for i in range(50)]  # 4 long articles
+    small = [Chunk(f"small:{g}:0", "t", "wiki", "small", f"small:{g}") for g in range(600)]  # 600 short passages
+    parts = partition(big + small, [("heldout", 40)], "train", seed=0, min_groups=1, max_frac=0.5)
+    mix = {s: sum(c.source == s for c in parts["heldout"]) for s in ("big", "small")}
+    assert mix == {"big": 10, "small": 30}  # 200 : 600 documents
+    assert allocate(10, {"a": 1, "b": 1, "c": 1}) == {"a": 4, "b": 3, "c": 3}
+    capped = partition(small, [("heldout", 500)], "train", seed=0, min_groups=1, max_frac=0.1)
+    assert len(capped["heldout"]) == 60 and len(capped["train"]) == 540
 
 
 # -- the built corpus -------------------------------------------------------------------

@@ -201,10 +201,11 @@ def assign(cfg: CorpusConfig, chunks: list[Chunk], sources: tuple[Source, ...] =
             reserves.append((f"target-{domain}", cfg.domain_target_docs))
         reserves.append(("heldout", cfg.heldout_per_domain))
         parts = partition(by_domain[domain], reserves, "train", max_frac=cfg.max_reserve_frac, **common)
-        for split, quota in [*reserves, ("train", cfg.train_per_domain)]:
-            out[split] += sample(parts[split], quota, seed=cfg.seed, split=split)
+        for split, _ in reserves:
+            out[split] += parts[split]
+        out["train"] += sample(parts["train"], cfg.train_per_domain, seed=cfg.seed, split="train")
     parts = partition(targets, [("target-science-eval", cfg.science_eval_docs)], "target-science", max_frac=0.5, **common)
-    out["target-science-eval"] = sample(parts["target-science-eval"], cfg.science_eval_docs, seed=cfg.seed, split="target-science-eval")
+    out["target-science-eval"] = parts["target-science-eval"]
     out["target-science"] = sample(parts["target-science"], cfg.science_target_docs, seed=cfg.seed, split="target-science")
     return {name: shuffled(rows, seed=cfg.seed, split=name) for name, rows in out.items()}
 
@@ -312,10 +313,10 @@ def _check_output(output: Path, cfg: CorpusConfig, inputs: Dataset, overwrite: b
         "config": asdict(cfg),
         "inputs_fingerprint": inputs.fingerprint,
     }
-    if same and all(_split_done(output / n, r, inputs) for n, r in runs.items()):
-        return previous
     if overwrite:
         return None
+    if same and all(_split_done(output / n, r, inputs) for n, r in runs.items()):
+        return previous
     # Without --overwrite, only finished splits of this same build may be there (an interrupted run).
     for p in sorted(output.iterdir()):
         if p.name == SUMMARY and not same:

