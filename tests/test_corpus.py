@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq

@@ -62,7 +62,6 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # -- file readers ---------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)  # the CoQA file feeds three sources
 def _jsonl(package: str, member: str) -> list[dict]:
     raw = assets.read_member(package, member)
     if member.endswith(".gz"):
@@ -138,16 +137,22 @@ _UNDERSCORE_EMPHASIS = re.compile(r"(?<!\w)_([^_\n]+)_(?!\w)")
 COQA_SOURCES = {"coqa-stories": ("mctest", "gutenberg"), "coqa-news": ("cnn",), "coqa-wiki": ("wikipedia",)}
 
 
-def _coqa(src: Source) -> Iterator[SourceDoc]:
-    """CoQA stories (one request per dialogue turn, so each story is read once)."""
-    wanted = COQA_SOURCES[src.name]
-    seen: set[str] = set()
-    for row in _jsonl(src.package, src.members[0]):
+@functools.lru_cache(maxsize=1)  # the file feeds three sources; keep only the stories
+def _coqa_stories(package: str, member: str) -> tuple[tuple[str, str, str], ...]:
+    """(story id, CoQA source, story) of each story, once (the file has one request per dialogue turn)."""
+    stories: dict[str, tuple[str, str, str]] = {}
+    for row in _jsonl(package, member):
         doc = row["doc"]
         story_id = doc["id"].rsplit("_turn", 1)[0]
-        if doc["source"] in wanted and story_id not in seen:
-            seen.add(story_id)
-            story = _UNDERSCORE_EMPHASIS.sub(r"\1", doc["story"])  # Gutenberg texts mark italics as _word_
+        stories.setdefault(story_id, (story_id, doc["source"], doc["story"]))
+    return tuple(stories.values())
+
+
+def _coqa(src: Source) -> Iterator[SourceDoc]:
+    wanted = COQA_SOURCES[src.name]
+    for story_id, origin, story in _coqa_stories(src.package, src.members[0]):
+        if origin in wanted:
+            story = _UNDERSCORE_EMPHASIS.sub(r"\1", story)  # Gutenberg texts mark italics as _word_
             yield src.doc(story_id, [p for block in story.split("\n\n") if (p := paragraph(block))])
 
 
