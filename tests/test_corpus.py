@@ -1,8 +1,9 @@
 """The demo corpus: cleaning, cutting, deduplication, leakage-free splits, determinism, CLI errors.
 
-Most tests share one `tiny` build (module fixture). Reading and deduplicating every
-source takes ~15 s of CPU; later builds in the same process reuse that step, and one
-slow test rebuilds in a fresh process to prove the output is byte-identical.
+Most tests share one `tiny` build (built once per session, shared by xdist workers).
+Reading and deduplicating every source takes ~15 s of CPU; later builds in the same
+process reuse that step, and one slow test rebuilds in a fresh process to prove the
+output is byte-identical.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ MARKUP = re.compile(
     re.M,
 )
 
-# One worker runs them all (under `pytest -n 2 --dist loadgroup`), so the tiny corpus is built once.
-pytestmark = [pytest.mark.assets, pytest.mark.xdist_group("corpus")]
+pytestmark = pytest.mark.assets
 
 
 def load_script(name: str):
@@ -64,8 +64,14 @@ def digests(directory: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus") / "tiny"
-    summary = build_corpus(make_config("tiny"), out)
+    """The tiny corpus, built once per test session: under pytest-xdist the workers share it
+    (the base temp's parent is common to them), and a rerun of a finished build is a no-op."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    with FileLock(str(shared / "corpus-tiny.lock")):
+        out = shared / "corpus-tiny"
+        summary = build_corpus(make_config("tiny"), out)
     return out, summary
 
 
@@ -338,6 +344,16 @@ def test_unwritable_output_is_a_clear_error(build_app, tmp_path):
     assert "cannot create or write the directory" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(build_app, ["--preset", "tiny", "-o", str(blocker)])
     assert result.exit_code == 2 and "not a directory" in result.output
+
+
+def test_a_failed_first_build_leaves_no_output(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus_build, "collect", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(make_config("tiny"), tmp_path / "new" / "corpus")
+    assert not (tmp_path / "new" / "corpus").exists()
 
 
 def test_config_file_keys_are_flag_names(build_app, corpus, tmp_path):

@@ -351,10 +351,22 @@ def build_corpus(cfg: CorpusConfig, output: Path, *, overwrite: bool = False, so
     if done is not None:
         info(f"{output}: already built with the same arguments; nothing to do")
         return done
+    created = not output.exists()
     _probe(output)
+    try:
+        return _build(cfg, output, inputs, overwrite, sources)
+    except BaseException:
+        if created and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()  # a failed first build leaves nothing behind
+        raise
+
+
+def _build(cfg: CorpusConfig, output: Path, inputs: Dataset, overwrite: bool, sources: tuple[Source, ...]) -> dict:
     started = time.time()
     chunks, stats = collect(cfg, sources)
     splits = assign(cfg, chunks, sources)
+    if overwrite:  # until the new summary is written, the directory does not claim to be a finished build
+        (output / SUMMARY).unlink(missing_ok=True)
     for name, rows in splits.items():
         run = _run(cfg, name)
         if not overwrite and _split_done(output / name, run, inputs):
@@ -369,7 +381,6 @@ def build_corpus(cfg: CorpusConfig, output: Path, *, overwrite: bool = False, so
     write_json_atomic(output / SUMMARY, result)
     info(f"built {sum(len(r) for r in splits.values()):,} documents in {time.time() - started:.1f} s")
     return result
-
 
 def print_table(result: dict) -> None:
     """Documents per split and domain (a rich table on stderr)."""
