@@ -410,3 +410,26 @@ def test_make_config_validation():
     with pytest.raises(UsageError, match="accept 'all'"):
         make_config("demo", heldout_per_domain="all")
     assert issubclass(UsageError, DeltError)
+
+
+def test_train_split_mixes_domains_all_along_its_order():
+    """The pool's own order is a uniform shuffle, also when one domain is heavily subsampled and
+    another is taken whole (sampling and output order must not share a key)."""
+    from delt_cli.corpus.build import CorpusConfig, assign
+    from delt_cli.corpus.sources import Source
+    from delt_cli.corpus.splits import Chunk
+
+    sources = (
+        Source("big", "x", (), "wiki", "pool", "", "", None),
+        Source("small", "x", (), "news", "pool", "", "", None),
+        Source("sci", "x", (), "science", "target", "", "", None),
+    )
+    chunks = [Chunk(f"big:{i}", "t", "wiki", "big", f"big-doc{i // 2}") for i in range(4000)]
+    chunks += [Chunk(f"small:{i}", "t", "news", "small", f"small-doc{i // 2}") for i in range(240)]
+    chunks += [Chunk(f"sci:{i}", "t", "science", "sci", f"sci-doc{i}") for i in range(40)]
+    cfg = CorpusConfig("test", 200, 20, 0, 10, 10)
+    train = [c.domain for c in assign(cfg, chunks, sources)["train"]]
+    assert train.count("wiki") == 200 and train.count("news") == 200
+    for fifth in range(5):
+        part = train[fifth * 80 : (fifth + 1) * 80]
+        assert 25 <= part.count("wiki") <= 55, part.count("wiki")

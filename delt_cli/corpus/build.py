@@ -203,10 +203,12 @@ def assign(cfg: CorpusConfig, chunks: list[Chunk], sources: tuple[Source, ...] =
         parts = partition(by_domain[domain], reserves, "train", max_frac=cfg.max_reserve_frac, **common)
         for split, _ in reserves:
             out[split] += parts[split]
-        out["train"] += sample(parts["train"], cfg.train_per_domain, seed=cfg.seed, split="train")
+        # Sample with a key of its own: sampling and output order must use independent keys, or the
+        # sampled rows of a heavily subsampled domain all carry small keys and bunch up at the front.
+        out["train"] += sample(parts["train"], cfg.train_per_domain, seed=cfg.seed, split="train-sample")
     parts = partition(targets, [("target-science-eval", cfg.science_eval_docs)], "target-science", max_frac=0.5, **common)
     out["target-science-eval"] = parts["target-science-eval"]
-    out["target-science"] = sample(parts["target-science"], cfg.science_target_docs, seed=cfg.seed, split="target-science")
+    out["target-science"] = sample(parts["target-science"], cfg.science_target_docs, seed=cfg.seed, split="target-science-sample")
     return {name: shuffled(rows, seed=cfg.seed, split=name) for name, rows in out.items()}
 
 
