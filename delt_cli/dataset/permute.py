@@ -6,10 +6,10 @@ moves the full rows:
 * `write_filtered` keeps a boolean mask of rows, shard by shard (order kept);
   memory: one input shard per worker.
 * `write_permuted` writes the rows in a new order, `shard_rows` per output
-  shard, in two streaming passes. Pass 1 reads each input shard once, sorts
-  its rows by destination and writes them to a bucket file in which each
-  output shard's rows form their own row group. Pass 2 builds each output
-  shard from its row groups in the bucket files and puts them in final order.
+  shard, in two streaming passes. Pass 1 reads each input shard once, row
+  group by row group, sorts the rows by destination and appends each output
+  shard's rows as record batches to an Arrow IPC bucket file (no encoding).
+  Pass 2 reads each output shard's batches back and puts them in final order.
   Memory: about one input shard per worker in pass 1 and one output shard per
   worker in pass 2, plus 8 bytes per row for the destination index.
 
@@ -122,14 +122,15 @@ def write_permuted(
     def bucket(i: int) -> dict[int, list[int]]:
         """Pass 1 for input shard i, row group by row group: rows split by output shard.
 
-        Every (input row group, output shard) piece becomes one row group of the
-        bucket file; returns {output shard: [row group indices in the bucket file]}.
+        Every (input row group, output shard) piece becomes one record batch of an Arrow IPC
+        bucket file (no encoding or compression: cheap to write and to read back); returns
+        {output shard: [batch indices in the bucket file]}.
         """
-        path = scratch / f"bucket-{i:06d}.parquet"
+        path = scratch / f"bucket-{i:06d}.arrow"
         found: dict[int, list[int]] = {}
         written = 0
         start = int(offsets[i])
-        with pq.ParquetWriter(path, bucket_schema, compression="none", use_dictionary=False, write_statistics=False) as writer:
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
             for table in dataset.iter_row_groups(dataset.shards[i]):
                 d = dest[start : start + table.num_rows]
                 start += table.num_rows
@@ -139,38 +140,41 @@ def write_permuted(
                 by_dest = rows[np.argsort(d[rows], kind="stable")]
                 positions = d[by_dest]
                 table = table.take(pa.array(by_dest)).replace_schema_metadata(None)
-                table = table.append_column(POS, pa.array(positions, type=pa.int64()))
+                table = table.append_column(POS, pa.array(positions, type=pa.int64())).combine_chunks()
                 cuts = np.searchsorted(positions, boundaries)
                 for j in np.flatnonzero(np.diff(cuts)):
                     lo, hi = int(cuts[j]), int(cuts[j + 1])
-                    writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
-                    found.setdefault(int(j), []).append(written)
-                    written += 1
+                    for batch in table.slice(lo, hi - lo).to_batches():
+                        writer.write_batch(batch)
+                        found.setdefault(int(j), []).append(written)
+                        written += 1
         return found
 
     local = threading.local()
 
-    def open_file(path: Path) -> pq.ParquetFile:
+    def open_bucket(path: Path) -> pa.ipc.RecordBatchFileReader:
         cache = getattr(local, "files", None)
         if cache is None:
             cache = local.files = {}
         if path not in cache:
-            cache[path] = pq.ParquetFile(path)
+            # Plain reads, not a memory map: mapped pages would count as resident memory.
+            cache[path] = pa.ipc.open_file(pa.OSFile(str(path)))
         return cache[path]
 
     try:
         pieces: list[list[tuple[Path, list[int]]]] = [[] for _ in range(n_out)]
         for i, found in enumerate(parallel_map(bucket, len(dataset.shards), "bucketing")):
-            for j, row_groups in found.items():
-                pieces[j].append((scratch / f"bucket-{i:06d}.parquet", row_groups))
+            for j, batches in found.items():
+                pieces[j].append((scratch / f"bucket-{i:06d}.arrow", batches))
 
         def assemble(j: int) -> Path:
             """Pass 2 for output shard j: gather its pieces and put them in final order."""
-            table = pa.concat_tables([open_file(path).read_row_groups(rgs, use_threads=False) for path, rgs in pieces[j]])
+            batches = [open_bucket(path).get_batch(b) for path, ids in pieces[j] for b in ids]
+            table = pa.Table.from_batches(batches, schema=bucket_schema)
             pos = table.column(POS).to_numpy()
             table = table.drop_columns([POS])
             if not np.all(pos[1:] > pos[:-1]):
-                table = table.take(pa.array(np.argsort(pos, kind="stable")))
+                table = table.combine_chunks().take(pa.array(np.argsort(pos, kind="stable")))
             path = directory / shard_name(j, n_out)
             write_shard(table.replace_schema_metadata(dataset.schema.metadata), path, metadata)
             return path
