@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DELT   := $(BIN)/delt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install assets test test-fast demo clean-demo bench help
+.PHONY: install assets test test-fast demo clean-demo bench help corpus
 
 help:
 	@sed -n '1,4p' Makefile
@@ -42,3 +42,10 @@ clean-demo:
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_select_order.py
+
+# The demo corpus (docs/corpus.md): CORPUS_PRESET=demo (default) or full; data/corpus/<preset>/
+CORPUS_PRESET ?= demo
+corpus: $(STAMP)
+	$(BIN)/python scripts/build_corpus.py --preset $(CORPUS_PRESET) >/dev/null
+	$(BIN)/python scripts/train_tokenizer.py data/corpus/$(CORPUS_PRESET)/train -o data/corpus/$(CORPUS_PRESET)/tokenizer-8k \
+		--vocab-size 8192 --eval data/corpus/$(CORPUS_PRESET)/heldout >/dev/null

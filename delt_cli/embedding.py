@@ -20,7 +20,7 @@ sentence-transformers computes for mean-pooling models such as all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
-import hashlib
+import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -53,22 +53,31 @@ def split_chunks(text: Optional[str], chunk_chars: int) -> list[str]:
     return chunks
 
 
-def model_fingerprint(spec: str | Path) -> str:
-    """sha256 (32 hex) of a model directory's config and weight files (sizes + first and last MiB)."""
-    root = Path(spec)
-    if not root.is_dir():
-        return "hub:" + str(spec)
-    h = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and (p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model")))
-    for p in files:
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(root)}:{size};".encode())
-        with open(p, "rb") as fh:
-            h.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(size - (1 << 20))
-                h.update(fh.read())
-    return h.hexdigest()[:32]
+def sentence_transformers_layout(model: str | Path) -> tuple[str, dict]:
+    """Where a sentence-transformers directory keeps its transformer, and the defaults its config sets.
+
+    Returns (the directory or spec to load, {"max_length": int | None, "normalize": bool,
+    "pooling": str | None}); a plain Hugging Face directory or hub id gives (model, defaults of None/False).
+    """
+    root = Path(model)
+    defaults: dict = {"max_length": None, "normalize": False, "pooling": None}
+    if not (root / "modules.json").is_file():
+        return str(model), defaults
+    where = root
+    for module in json.loads((root / "modules.json").read_text()):
+        kind, path = module.get("type", ""), root / module.get("path", "")
+        if kind.endswith(".Transformer"):
+            where = path
+            for name in ("sentence_bert_config.json", "sentence_transformers_config.json"):
+                if (path / name).is_file():
+                    defaults["max_length"] = json.loads((path / name).read_text()).get("max_seq_length")
+                    break
+        elif kind.endswith(".Pooling") and (path / "config.json").is_file():
+            modes = json.loads((path / "config.json").read_text())
+            defaults["pooling"] = next((k[len("pooling_mode_") :] for k, v in modes.items() if k.startswith("pooling_mode_") and v), None)
+        elif kind.endswith(".Normalize"):
+            defaults["normalize"] = True
+    return str(where), defaults
 
 
 class Encoder:
@@ -82,11 +91,11 @@ class Encoder:
         batch_size: int = 64,
         max_length: Optional[int] = None,
         normalize: Optional[bool] = None,
-        compute_dtype=None,
+        compute_dtype: str = "float32",
     ):
-        import torch
+        from transformers.utils import logging as hf_logging
 
-        from delt_cli.models.loading import load_encoder
+        from delt_cli.models.loading import fingerprint, load_encoder
 
         if batch_size < 1:
             raise UsageError(f"--batch-size {batch_size}: must be >= 1")
@@ -94,14 +103,19 @@ class Encoder:
             raise UsageError(f"--max-length {max_length}: must be >= 2")
         self.spec = str(model)
         self.device = device
-        self.model, self.tokenizer, defaults = load_encoder(model, dtype=compute_dtype or torch.float32, device=device)
-        self.max_length = int(max_length or defaults["max_length"])
+        hf_logging.disable_progress_bar()  # stderr carries our progress, not transformers' loading bars
+        where, defaults = sentence_transformers_layout(model)
+        self.model, self.tokenizer = load_encoder(where, dtype=compute_dtype, device=device)
+        if max_length is None:
+            limit = defaults["max_length"] or getattr(self.tokenizer, "model_max_length", None)
+            max_length = limit if isinstance(limit, int) and limit < 100_000 else getattr(self.model.config, "max_position_embeddings", 512)
+        self.max_length = int(max_length)
         self.normalize = defaults["normalize"] if normalize is None else bool(normalize)
         self.pooling = defaults["pooling"]
         self.batch_size = batch_size
         self.dim = int(self.model.config.hidden_size)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.fingerprint = model_fingerprint(model)
+        self.fingerprint = fingerprint(where)
 
     def provenance(self) -> dict:
         return {
@@ -193,13 +207,11 @@ class EmbeddingScorer:
         self.encoder: Optional[Encoder] = None
 
     def prepare(self, dataset, dist) -> None:
-        import torch
-
         text_type = dataset.require(self.text_column, flag="--text-column")
         if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_string_view(text_type)):
             raise DeltError(f"--text-column '{self.text_column}' in {dataset.spec} has type {text_type}, not text")
         on_gpu = str(dist.device).startswith("cuda")
-        compute_dtype = torch.float16 if (self.dtype == "float16" and on_gpu) else torch.float32
+        compute_dtype = "float16" if (self.dtype == "float16" and on_gpu) else "float32"
         self.encoder = Encoder(self.model, device=dist.device, batch_size=self.batch_size, max_length=self.max_length, normalize=self.normalize, compute_dtype=compute_dtype)
         if self.encoder.pooling not in (None, "mean_tokens") and dist.is_main:
             warn(f"--model {self.model} was trained with {self.encoder.pooling} pooling; delt embed uses mean pooling")
