@@ -58,3 +58,38 @@ def run_delt(*args: str, env: dict | None = None, timeout: int = 600, **kwargs) 
     """Run `python -m delt_cli ARGS` in a subprocess (this checkout first on the path)."""
     full_env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **(env or {})}
     return subprocess.run([sys.executable, "-m", "delt_cli", *args], capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs)
+
+
+def tiny_model_dir(directory: Path, tokenizer_dir: Path | None = None) -> Path:
+    """A random-init llama-tiny with GPT-2's tokenizer (or another), saved as a Hugging Face model directory."""
+    from delt_cli.models.loading import load_tokenizer, model_from_config
+
+    tok = load_tokenizer(tokenizer_dir or assets.gpt2_tokenizer_dir())
+    model = model_from_config("llama-tiny", vocab_size=len(tok), seed=0)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def reference_loglik(model, encoded) -> tuple[float, bool]:
+    """One request at a time, the plain way: one forward pass over context + continuation."""
+    import torch
+
+    ids = torch.tensor([encoded.tokens + encoded.targets[-1:]])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+    positions = range(encoded.first_scored, len(encoded.tokens))
+    ll = sum(logprobs[p, t].item() for p, t in zip(positions, encoded.targets))
+    greedy = all(logprobs[p].argmax().item() == t for p, t in zip(positions, encoded.targets))
+    return ll, greedy
+
+
+def task_dir(*names: str) -> Path:
+    """The default task directory with these task files built (once; like `delt tasks build`)."""
+    from delt_cli.evaluation.tasks import build_task_files, default_tasks_dir, task_path
+
+    directory = default_tasks_dir()
+    missing = [n for n in names if not task_path(directory, n).is_file()]
+    if missing:
+        build_task_files(directory, missing)
+    return directory
