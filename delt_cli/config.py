@@ -20,15 +20,35 @@ def normalize_key(key: str) -> str:
     return str(key).strip().lstrip("-").replace("-", "_")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_config(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; keys are normalised to Python parameter names (dashes to underscores)."""
     path = Path(path)
     if not path.is_file():
         raise DeltError(f"--config {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise DeltError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DeltError(f"--config {path}: not valid YAML ({problem}{where})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

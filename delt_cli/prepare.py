@@ -98,7 +98,8 @@ def _text_batches(src: Source, *, paragraphs: bool, text_column: str) -> Iterato
     if paragraphs:
         import re
 
-        docs = [p.strip("\n") for p in re.split(r"\n\s*\n", text)]
+        # blank-line separators are not documents: runs of blank lines never create empty paragraphs
+        docs = [p.strip("\n") for p in re.split(r"\n\s*\n", text) if p.strip()]
     else:
         docs = [text]
     yield pa.table({text_column: pa.array(docs, pa.string())})

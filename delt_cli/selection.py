@@ -21,7 +21,9 @@ Everything here works on numpy arrays of one value per row.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Optional
 
@@ -56,6 +58,11 @@ def _top_k_indices(values: np.ndarray, k: int, *, lowest: bool) -> np.ndarray:
     strictly = np.flatnonzero(key < cut)
     ties = np.flatnonzero(key == cut)[: k - len(strictly)]
     return np.sort(np.concatenate([strictly, ties]))
+
+
+def fraction_of(n: int, r: float) -> int:
+    """floor(n * r) with r read as the decimal the user typed (100 x 0.29 is 29, not 28.999...)."""
+    return int(math.floor(Decimal(repr(float(r))) * n))
 
 
 def apportion(total: int, weights: np.ndarray) -> np.ndarray:
@@ -156,7 +163,7 @@ def select_mask(
         return keep
     parts = list(_per_group(candidates, groups))
     if rule.kind in ("top_k", "top_r", "random_r"):
-        total = int(rule.value) if rule.kind == "top_k" else int(np.floor(len(candidates) * rule.value))
+        total = int(rule.value) if rule.kind == "top_k" else fraction_of(len(candidates), rule.value)
         if rule.kind == "top_k" and total > len(candidates):
             warn(f"--top-k {total} is larger than the {len(candidates)} candidate rows; keeping all of them")
         total = min(total, len(candidates))

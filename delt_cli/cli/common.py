@@ -54,23 +54,20 @@ def _python_type(annotation: Any) -> Any:
 
 
 def _convert(ctx: typer.Context, param: Any, annotation: Any, value: Any, path: Path) -> Any:
-    """Convert a YAML value the way click would convert the same flag on the command line."""
+    """Convert and validate a YAML value the way the same flag is converted on the command line."""
     if value is None:
         return None
+    if isinstance(value, dict) or (isinstance(value, list) and not (param.multiple or param.nargs != 1)):
+        raise DeltError(f"--config {path}: key '{param.name.replace('_', '-')}': expected a single value, got {type(value).__name__}")
     try:
-        if param.multiple or (param.nargs != 1):
-            items = value if isinstance(value, list) else [value]
-            converted = [param.type.convert(v, param, ctx) for v in items]
-        else:
-            if isinstance(value, (list, dict)):
-                raise typer.BadParameter(f"expected a single value, got {type(value).__name__}")
-            converted = param.type.convert(value, param, ctx)
-    except typer.BadParameter as exc:
-        raise DeltError(f"--config {path}: key '{param.name.replace('_', '-')}': {exc.message}") from exc
+        converted = param.process_value(ctx, value)
+    except Exception as exc:  # typer raises its (vendored) click BadParameter
+        message = getattr(exc, "message", None) or str(exc)
+        raise DeltError(f"--config {path}: key '{param.name.replace('_', '-')}': {message}") from exc
     base = _python_type(annotation)
-    if inspect.isclass(base) and issubclass(base, enum.Enum):
+    if inspect.isclass(base) and issubclass(base, enum.Enum) and not isinstance(converted, base):
         return base(converted)
-    if base is Path and converted is not None:
+    if base is Path and converted is not None and not isinstance(converted, Path):
         return Path(converted)
     return converted
 

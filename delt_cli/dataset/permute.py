@@ -4,58 +4,56 @@ Global steps decide on thin key arrays (one value per row); this module then
 moves the full rows:
 
 * `write_filtered` keeps a boolean mask of rows, shard by shard (order kept);
-  memory: one input shard.
+  memory: one input shard per worker.
 * `write_permuted` writes the rows in a new order, `shard_rows` per output
   shard, in two streaming passes. Pass 1 reads each input shard once, sorts
-  its rows by destination and appends them to a bucket file in which each
+  its rows by destination and writes them to a bucket file in which each
   output shard's rows form their own row group. Pass 2 builds each output
   shard from its row groups in the bucket files and puts them in final order.
-  Memory: about one input shard in pass 1 and one output shard in pass 2,
-  plus 8 bytes per row for the destination index.
+  Memory: about one input shard per worker in pass 1 and one output shard per
+  worker in pass 2, plus 8 bytes per row for the destination index.
+
+Shards are independent, so both passes run on a small thread pool (Arrow
+releases the GIL while it decodes, compresses and writes); results are
+assembled in shard order, so the output does not depend on the thread count.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections import OrderedDict
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from delt_cli.console import progress
-from delt_cli.dataset.reader import Dataset, read_shard
-from delt_cli.dataset.writer import shard_name, write_shard
+from delt_cli.dataset.reader import Dataset
+from delt_cli.dataset.writer import ShardWriter, shard_name, write_shard
 
 POS = "__delt_pos"
-MetadataFn = Callable[[int, int], dict]
+T = TypeVar("T")
 
 
-def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata: dict[bytes, bytes]) -> list[Path]:
-    """Write the rows where `keep` is true, one output shard per input shard that keeps any row.
+def workers() -> int:
+    """Threads for shard-parallel I/O: DELT_IO_THREADS, else min(4, cpu count)."""
+    return max(1, int(os.environ.get("DELT_IO_THREADS", min(4, os.cpu_count() or 1))))
 
-    Output shards take the input shard names, so dataset order is preserved. When no
-    row is kept, a single empty shard with the full schema is written.
-    """
-    offsets = dataset.offsets
-    written: list[Path] = []
-    with progress() as bar:
-        task = bar.add_task("writing", total=len(dataset.shards))
-        for i, shard in enumerate(dataset.shards):
-            mask = keep[offsets[i] : offsets[i + 1]]
-            if mask.any():
-                table = read_shard(shard.path)
-                if not mask.all():
-                    table = table.filter(pa.array(mask))
-                path = directory / shard.name
-                write_shard(table, path, metadata)
-                written.append(path)
+
+def parallel_map(fn: Callable[[int], T], items: int, description: str) -> list[T]:
+    """[fn(0), ..., fn(items - 1)] computed on the I/O thread pool, with a progress bar."""
+    results: list = [None] * items
+    with progress() as bar, ThreadPoolExecutor(max_workers=min(workers(), max(1, items))) as pool:
+        task = bar.add_task(description, total=items)
+        futures = {pool.submit(fn, i): i for i in range(items)}
+        for future in futures:
+            results[futures[future]] = future.result()
             bar.advance(task)
-    if not written:
-        written.append(_write_empty(dataset, directory / shard_name(0, 1), metadata))
-    return written
+    return results
 
 
 def _write_empty(dataset: Dataset, path: Path, metadata: dict[bytes, bytes]) -> Path:
@@ -63,25 +61,36 @@ def _write_empty(dataset: Dataset, path: Path, metadata: dict[bytes, bytes]) -> 
     return path
 
 
-class _FileCache:
-    """A few open ParquetFile handles (re-parsing footers for every row group is slow)."""
+def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata: dict[bytes, bytes]) -> list[Path]:
+    """Write the rows where `keep` is true, one output shard per input shard that keeps any row.
 
-    def __init__(self, limit: int = 256):
-        self.limit = limit
-        self._files: OrderedDict[Path, pq.ParquetFile] = OrderedDict()
+    Output shards take the input shard names, so dataset order is preserved. Each shard
+    is streamed row group by row group. When no row is kept, a single empty shard with
+    the full schema is written.
+    """
+    offsets = dataset.offsets
 
-    def get(self, path: Path) -> pq.ParquetFile:
-        pf = self._files.pop(path, None) or pq.ParquetFile(path)
-        self._files[path] = pf
-        if len(self._files) > self.limit:
-            _, old = self._files.popitem(last=False)
-            old.close()
-        return pf
+    def one(i: int) -> Path | None:
+        mask = keep[offsets[i] : offsets[i + 1]]
+        if not mask.any():
+            return None
+        shard = dataset.shards[i]
+        path = directory / shard.name
+        start = 0
+        with ShardWriter(path, dataset.schema, metadata) as out:
+            for table in dataset.iter_row_groups(shard):
+                part = mask[start : start + table.num_rows]
+                start += table.num_rows
+                if part.all():
+                    out.write(table)
+                elif part.any():
+                    out.write(table.filter(pa.array(part)))
+        return path
 
-    def close(self) -> None:
-        for pf in self._files.values():
-            pf.close()
-        self._files.clear()
+    written = [p for p in parallel_map(one, len(dataset.shards), "writing") if p is not None]
+    if not written:
+        written.append(_write_empty(dataset, directory / shard_name(0, 1), metadata))
+    return written
 
 
 def write_permuted(
@@ -107,46 +116,65 @@ def write_permuted(
     scratch = Path(scratch) if scratch is not None else directory / ".buckets"
     scratch.mkdir(parents=True, exist_ok=True)
     offsets = dataset.offsets
-    # groups[j] = list of (bucket file, row group index) holding rows of output shard j
-    groups: list[list[tuple[Path, int]]] = [[] for _ in range(n_out)]
-    try:
-        with progress() as bar:
-            task = bar.add_task("bucketing", total=len(dataset.shards))
-            for i, shard in enumerate(dataset.shards):
-                d = dest[offsets[i] : offsets[i + 1]]
+    boundaries = np.arange(n_out + 1, dtype=np.int64) * shard_rows
+    bucket_schema = dataset.schema.remove_metadata().append(pa.field(POS, pa.int64()))
+
+    def bucket(i: int) -> dict[int, list[int]]:
+        """Pass 1 for input shard i, row group by row group: rows split by output shard.
+
+        Every (input row group, output shard) piece becomes one row group of the
+        bucket file; returns {output shard: [row group indices in the bucket file]}.
+        """
+        path = scratch / f"bucket-{i:06d}.parquet"
+        found: dict[int, list[int]] = {}
+        written = 0
+        start = int(offsets[i])
+        with pq.ParquetWriter(path, bucket_schema, compression="none", use_dictionary=False, write_statistics=False) as writer:
+            for table in dataset.iter_row_groups(dataset.shards[i]):
+                d = dest[start : start + table.num_rows]
+                start += table.num_rows
                 rows = np.flatnonzero(d >= 0)
-                if len(rows):
-                    by_dest = rows[np.argsort(d[rows], kind="stable")]
-                    positions = d[by_dest]
-                    table = read_shard(shard.path).take(pa.array(by_dest))
-                    table = table.append_column(POS, pa.array(positions, type=pa.int64()))
-                    cuts = np.searchsorted(positions, np.arange(n_out + 1, dtype=np.int64) * shard_rows)
-                    path = scratch / f"bucket-{i:06d}.parquet"
-                    with pq.ParquetWriter(path, table.schema, compression="none") as writer:
-                        rg = 0
-                        for j in range(n_out):
-                            lo, hi = int(cuts[j]), int(cuts[j + 1])
-                            if hi > lo:
-                                writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
-                                groups[j].append((path, rg))
-                                rg += 1
-                    del table
-                bar.advance(task)
-            files = _FileCache()
-            written: list[Path] = []
-            task = bar.add_task("writing", total=n_out)
-            for j in range(n_out):
-                pieces = [files.get(path).read_row_group(rg) for path, rg in groups[j]]
-                table = pa.concat_tables(pieces)
-                pos = table.column(POS).to_numpy()
-                table = table.drop_columns([POS])
-                if not np.all(pos[1:] > pos[:-1]):
-                    table = table.take(pa.array(np.argsort(pos, kind="stable")))
-                path = directory / shard_name(j, n_out)
-                write_shard(table, path, metadata)
-                written.append(path)
-                bar.advance(task)
-            files.close()
+                if not len(rows):
+                    continue
+                by_dest = rows[np.argsort(d[rows], kind="stable")]
+                positions = d[by_dest]
+                table = table.take(pa.array(by_dest)).replace_schema_metadata(None)
+                table = table.append_column(POS, pa.array(positions, type=pa.int64()))
+                cuts = np.searchsorted(positions, boundaries)
+                for j in np.flatnonzero(np.diff(cuts)):
+                    lo, hi = int(cuts[j]), int(cuts[j + 1])
+                    writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+                    found.setdefault(int(j), []).append(written)
+                    written += 1
+        return found
+
+    local = threading.local()
+
+    def open_file(path: Path) -> pq.ParquetFile:
+        cache = getattr(local, "files", None)
+        if cache is None:
+            cache = local.files = {}
+        if path not in cache:
+            cache[path] = pq.ParquetFile(path)
+        return cache[path]
+
+    try:
+        pieces: list[list[tuple[Path, list[int]]]] = [[] for _ in range(n_out)]
+        for i, found in enumerate(parallel_map(bucket, len(dataset.shards), "bucketing")):
+            for j, row_groups in found.items():
+                pieces[j].append((scratch / f"bucket-{i:06d}.parquet", row_groups))
+
+        def assemble(j: int) -> Path:
+            """Pass 2 for output shard j: gather its pieces and put them in final order."""
+            table = pa.concat_tables([open_file(path).read_row_groups(rgs, use_threads=False) for path, rgs in pieces[j]])
+            pos = table.column(POS).to_numpy()
+            table = table.drop_columns([POS])
+            if not np.all(pos[1:] > pos[:-1]):
+                table = table.take(pa.array(np.argsort(pos, kind="stable")))
+            path = directory / shard_name(j, n_out)
+            write_shard(table.replace_schema_metadata(dataset.schema.metadata), path, metadata)
+            return path
+
+        return parallel_map(assemble, n_out, "writing")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return written

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from delt_cli.console import info
@@ -40,24 +41,103 @@ STALE_METADATA = {b"pandas", b"huggingface", METADATA_KEY}
 PARQUET_OPTIONS = dict(compression="zstd", row_group_size=16384, write_statistics=True)
 
 
+def dictionary_columns(table: pa.Table, sample: int = 2048) -> list[str]:
+    """Columns worth dictionary-encoding: all but strings/binaries that look mostly unique.
+
+    Arrow tries a dictionary for every column by default and falls back after the
+    dictionary page fills up; for text and ids that costs time on write and read and
+    saves nothing.
+    """
+    keep = []
+    for name, column in zip(table.column_names, table.columns):
+        t = column.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            head = column.slice(0, sample)
+            if len(head) and len(pa.compute.unique(head)) > len(head) // 2:
+                continue
+        keep.append(name)
+    return keep
+
+
 def shard_name(index: int, total: int, prefix: str = "part") -> str:
     """Zero-padded names whose lexicographic order is the numeric order."""
     width = max(5, len(str(max(total - 1, 0))))
     return f"{prefix}-{index:0{width}d}.parquet"
 
 
+def _with_metadata(schema: pa.Schema, metadata: dict[bytes, bytes] | None) -> pa.Schema:
+    keep = {k: v for k, v in (schema.metadata or {}).items() if k not in STALE_METADATA}
+    return schema.with_metadata({**keep, **(metadata or {})})
+
+
 def write_shard(table: pa.Table, path: Path, metadata: dict[bytes, bytes] | None = None) -> int:
     """Write `table` to `path` atomically (temporary name, then rename); return its row count."""
-    keep = {k: v for k, v in (table.schema.metadata or {}).items() if k not in STALE_METADATA}
-    table = table.replace_schema_metadata({**keep, **(metadata or {})})
+    path = Path(path)
+    table = table.replace_schema_metadata(_with_metadata(table.schema, metadata).metadata)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+        pq.write_table(table, tmp, use_dictionary=dictionary_columns(table), **PARQUET_OPTIONS)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return table.num_rows
+
+
+class ShardWriter:
+    """Stream tables into one shard, atomically: rows are buffered into row groups of
+    PARQUET_OPTIONS['row_group_size'], written to a temporary file, renamed on `close()`.
+
+    Used as a context manager; on an exception the temporary file is removed.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, metadata: dict[bytes, bytes] | None = None):
+        self.path = Path(path)
+        self.schema = _with_metadata(schema, metadata)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{id(self)}.tmp")
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._pending.append(table.replace_schema_metadata(self.schema.metadata))
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= PARQUET_OPTIONS["row_group_size"]:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        if self._writer is None:
+            options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
+            self._writer = pq.ParquetWriter(self.tmp, self.schema, use_dictionary=dictionary_columns(table), **options)
+        self._writer.write_table(table, row_group_size=PARQUET_OPTIONS["row_group_size"])
+        self.rows += table.num_rows
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> int:
+        self._flush()
+        if self._writer is None:  # no rows: an empty shard with the schema
+            pq.write_table(self.schema.empty_table(), self.tmp, **PARQUET_OPTIONS)
+        else:
+            self._writer.close()
+        os.replace(self.tmp, self.path)
+        return self.rows
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        if self._writer is not None:
+            self._writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def describe_outputs(paths: Sequence[Path]) -> list[dict]:

@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Benchmark: `delt select --top-r 0.5` then `delt order --method folding` vs an in-memory reference.
+
+The reference is the approach of the papers' published code: load a JSONL file into a
+Python list, sort it, slice, write JSONL (selection, then ordering, as two steps).
+Both run as subprocesses on the same N synthetic documents (~500 bytes of text and a
+float score each; Parquet shards of 100k rows for delt, one JSONL file for the
+reference); wall time and peak RSS (ru_maxrss of the process) are measured.
+
+    python scripts/bench_select_order.py --rows 1000000              # delt vs reference
+    python scripts/bench_select_order.py --rows 10000000 --no-reference
+    python scripts/bench_select_order.py --rows 1000000 --rows 10000000 --write-docs
+
+With --write-docs the table replaces the "Select and order" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from delt_cli.dataset import write_shard  # noqa: E402
+SHARD_ROWS = 100_000
+
+REFERENCE_SELECT = r"""
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+k = int(len(rows) * float(sys.argv[3]))
+rows.sort(key=lambda r: r["score"])          # stable ascending sort, keep the top k
+selected = rows[len(rows) - k:]
+with open(sys.argv[2], "w") as out:
+    for r in selected:
+        out.write(json.dumps(r) + "\n")
+"""
+
+REFERENCE_ORDER = r"""
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+L = int(sys.argv[3])
+rows.sort(key=lambda r: r["score"])
+folded = [r for l in range(L) for r in rows[l::L]]
+with open(sys.argv[2], "w") as out:
+    for r in folded:
+        out.write(json.dumps(r) + "\n")
+"""
+
+MEASURE = r"""
+import resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+wall = time.perf_counter() - t
+print(f"{wall} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {rc}")
+"""
+
+
+def measure(cmd: list[str], env=None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one subprocess."""
+    out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, env=env)
+    wall, rss_kb, rc = out.stdout.split()
+    if rc != "0":
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{out.stderr}")
+    return float(wall), int(rss_kb) / 1024
+
+
+def generate(directory: Path, n: int, jsonl: Path | None, seed: int = 0) -> None:
+    """N docs of ~500 bytes: pairs of pieces from a pool of random word sequences, a float score."""
+    rng = np.random.default_rng(seed)
+    words = np.array(["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(2, 10))) for _ in range(5000)])
+    pool = pl.Series([" ".join(rng.choice(words, size=40)) for _ in range(20000)])
+    directory.mkdir(parents=True)
+    fh = open(jsonl, "w") if jsonl else None
+    for start in range(0, n, SHARD_ROWS):
+        m = min(SHARD_ROWS, n - start)
+        a = pool.gather(rng.integers(0, len(pool), m))
+        b = pool.gather(rng.integers(0, len(pool), m))
+        df = pl.DataFrame(
+            {
+                "id": pl.Series([f"doc-{i:09d}" for i in range(start, start + m)]),
+                "text": (a + " " + b).str.slice(0, 500),
+                "score": rng.random(m),
+            }
+        )
+        write_shard(df.to_arrow(), directory / f"shard-{start // SHARD_ROWS:05d}.parquet")  # as `delt prepare` writes
+        if fh:
+            fh.write(df.write_ndjson())
+    if fh:
+        fh.close()
+
+
+def run(n: int, work: Path, reference: bool) -> dict:
+    data = work / f"data-{n}"
+    jsonl = work / f"data-{n}.jsonl" if reference else None
+    t = time.perf_counter()
+    generate(data, n, jsonl)
+    gen = time.perf_counter() - t
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    delt = [sys.executable, "-m", "delt_cli", "--quiet"]
+    sel_t, sel_rss = measure([*delt, "select", str(data), "-o", str(work / "sel"), "--by", "score", "--top-r", "0.5"], env)
+    ord_t, ord_rss = measure([*delt, "order", str(work / "sel"), "-o", str(work / "ord"), "--method", "folding", "--by", "score"], env)
+    result = {"rows": n, "generate_s": gen, "delt_s": sel_t + ord_t, "delt_select_s": sel_t, "delt_order_s": ord_t, "delt_rss_mb": max(sel_rss, ord_rss)}
+    if reference:
+        rs_t, rs_rss = measure([sys.executable, "-c", REFERENCE_SELECT, str(jsonl), str(work / "ref-sel.jsonl"), "0.5"])
+        ro_t, ro_rss = measure([sys.executable, "-c", REFERENCE_ORDER, str(work / "ref-sel.jsonl"), str(work / "ref-ord.jsonl"), "3"])
+        result.update(ref_s=rs_t + ro_t, ref_rss_mb=max(rs_rss, ro_rss))
+        # Same rows in the same order: compare the ids of both outputs.
+        ours = pl.read_parquet(str(work / "ord" / "*.parquet"), columns=["id"])["id"].to_list()
+        theirs = [json.loads(line)["id"] for line in open(work / "ref-ord.jsonl")]
+        result["same_output"] = ours == theirs
+    for p in ("sel", "ord"):
+        shutil.rmtree(work / p, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
+    for p in work.glob("*.jsonl"):
+        p.unlink()
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| rows | delt select+order | delt rows/s | delt peak RSS | reference (JSONL, in memory) | reference rows/s | reference peak RSS | speed-up | memory ratio | same output |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ref = "ref_s" in r
+        lines.append(
+            f"| {r['rows']:,} | {r['delt_s']:.1f} s (select {r['delt_select_s']:.1f} + order {r['delt_order_s']:.1f}) | {r['rows'] / r['delt_s']:,.0f} | {r['delt_rss_mb']:,.0f} MB | "
+            + (f"{r['ref_s']:.1f} s | {r['rows'] / r['ref_s']:,.0f} | {r['ref_rss_mb']:,.0f} MB | {r['ref_s'] / r['delt_s']:.1f}x | {r['delt_rss_mb'] / r['ref_rss_mb']:.2f} | {r['same_output']} |"
+               if ref else "- | - | - | - | - | - |")
+        )
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    path = REPO / "docs" / "benchmarks.md"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n\nFigures measured on this project's machines, with the commands that produced them.\n"
+    start, end = "<!-- BEGIN select-order -->", "<!-- END select-order -->"
+    block = f"{start}\n{text}\n{end}"
+    if start in doc:
+        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip() + "\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, action="append", help="number of documents (repeatable; default 1,000,000)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the in-memory JSONL reference")
+    ap.add_argument("--reference-max-rows", type=int, default=2_000_000, help="run the reference only up to this size")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    sizes = args.rows or [1_000_000]
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for n in sizes:
+            r = run(n, work, reference=not args.no_reference and n <= args.reference_max_rows)
+            print(json.dumps(r), file=sys.stderr)
+            results.append(r)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = table(results)
+    if len(results) > 1:
+        base, big = results[0], results[-1]
+        text += f"\n\nTime ratio {big['rows']:,} / {base['rows']:,} rows: {big['delt_s'] / base['delt_s']:.1f}x for {big['rows'] / base['rows']:.0f}x the rows."
+    cmd = "python scripts/bench_select_order.py " + " ".join(f"--rows {n}" for n in sizes) + (" --no-reference" if args.no_reference else "") + " --write-docs"
+    text = (
+        "## Select and order (`scripts/bench_select_order.py`)\n\n"
+        f"`delt select --top-r 0.5` then `delt order --method folding` (two processes, Parquet shards of 100k rows, "
+        f"~500 bytes of text per row) against the papers' approach (load JSONL into a list, sort, slice, write JSONL; "
+        f"also two processes), same documents, same run. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.\n"
+        f"Command: `{cmd}`\n\n" + text + "\n"
+    )
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()
