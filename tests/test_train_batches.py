@@ -81,4 +81,5 @@ def test_schedule_matches_transformers_cosine_with_min_lr():
 def test_warmup_from_steps_or_ratio_is_capped_at_the_run_length():
     assert resolve_warmup(100, 2000, None) == 100
     assert resolve_warmup(100, None, 0.03) == 3
+    assert resolve_warmup(100, 2000, 0.03) == 3  # a ratio, when given, wins over the (default) step count
     assert resolve_warmup(100, None, None) == 0

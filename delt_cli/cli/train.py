@@ -48,7 +48,7 @@ def train_cmd(
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.", rich_help_panel=OPTIM)] = D.lr,
     min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine decay ends at lr x this.", rich_help_panel=OPTIM)] = D.min_lr_ratio,
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="Linear warmup steps (capped at the run's length).", rich_help_panel=OPTIM)] = D.warmup_steps,
-    warmup_ratio: Annotated[Optional[float], typer.Option("--warmup-ratio", help="Warmup as a fraction of all steps (used when --warmup-steps is not set).", rich_help_panel=OPTIM)] = D.warmup_ratio,
+    warmup_ratio: Annotated[Optional[float], typer.Option("--warmup-ratio", help="Warmup as a fraction of all steps (wins over --warmup-steps when given).", rich_help_panel=OPTIM)] = D.warmup_ratio,
     beta1: Annotated[float, typer.Option("--beta1", help="AdamW beta1.", rich_help_panel=OPTIM)] = D.beta1,
     beta2: Annotated[float, typer.Option("--beta2", help="AdamW beta2.", rich_help_panel=OPTIM)] = D.beta2,
     eps: Annotated[float, typer.Option("--eps", help="AdamW epsilon.", rich_help_panel=OPTIM)] = D.eps,

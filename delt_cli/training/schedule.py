@@ -23,10 +23,10 @@ def lr_multiplier(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
 
 
 def resolve_warmup(total_steps: int, warmup_steps: int | None, warmup_ratio: float | None) -> int:
-    """Warmup steps from --warmup-steps or --warmup-ratio (a fraction of all steps)."""
-    if warmup_steps is not None:
-        return min(int(warmup_steps), total_steps)
-    return min(int(math.ceil((warmup_ratio or 0.0) * total_steps)), total_steps)
+    """Warmup steps: --warmup-ratio (a fraction of all steps) when given, else --warmup-steps; capped at the run."""
+    if warmup_ratio is not None:
+        return min(int(math.ceil(warmup_ratio * total_steps)), total_steps)
+    return min(int(warmup_steps or 0), total_steps)
 
 
 def make_scheduler(optimizer, *, warmup_steps: int, total_steps: int, min_lr_ratio: float):
