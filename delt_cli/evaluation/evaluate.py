@@ -92,6 +92,8 @@ def evaluate_model(
     from delt_cli.models.loading import default_device, fingerprint, load_causal_lm, load_tokenizer
 
     hf_logging.disable_progress_bar()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("delt eval runs as a single process; launch it without accelerate/torchrun (use --device to pick a GPU)")
     started = time.time()
     run = run or RunInfo(command="eval", args={"tasks": tasks, "limit": limit})
     location, train_manifest = resolve_model(model)

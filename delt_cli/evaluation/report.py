@@ -90,12 +90,11 @@ def markdown(runs: list[tuple[str, dict]]) -> str:
 
 
 def bar_plot(runs: list[tuple[str, dict]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from delt_cli.figures import pyplot, save_figure
+
+    plt = pyplot()
     tasks, heldout = columns(runs)
     panels = [("benchmarks (%)", tasks + (["avg"] if tasks else []))] if tasks else []
     if heldout:
@@ -119,11 +118,7 @@ def bar_plot(runs: list[tuple[str, dict]], path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(specs: Sequence[str | Path], output: Path, *, labels: Optional[Sequence[str]] = None) -> tuple[Path, Path]:

@@ -69,11 +69,9 @@ def dedupe_consecutive(values: Iterable) -> list:
 
 def plot_loss(records: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     """Training loss against tokens seen (with the learning rate on a second axis)."""
-    import matplotlib
+    from delt_cli.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     tokens = [r["tokens"] for r in records]
     ax.plot(tokens, [r["loss"] for r in records], lw=1.2, color="tab:blue", label="train loss")
@@ -85,8 +83,4 @@ def plot_loss(records: list[dict[str, Any]], path: Path, *, title: str = "") -> 
     lr_ax.set_ylabel("learning rate", color="tab:orange")
     ax.set_title(title or "training loss")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
