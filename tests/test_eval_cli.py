@@ -22,8 +22,8 @@ from delt_cli.training.loop import train_run  # noqa: E402
 pytestmark = pytest.mark.assets
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+def invoke(*args, input=None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,13 @@ def test_eval_a_run_directory_writes_results_beside_it(run, tasks):
     assert invoke(*args, "--resume").exit_code == 0 and (run_dir / "eval.json").read_text() == before
     refused = invoke(*args)
     assert refused.exit_code == 2 and "--overwrite" in refused.output
+
+
+def test_model_path_from_stdin_as_in_a_pipe(run, tasks, tmp_path):
+    run_dir, _ = run
+    result = invoke("eval", "-", "-o", tmp_path / "piped.json", "--tasks", "arc_easy", "--limit", "2", "--tasks-dir", tasks, input=f"{run_dir}\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "piped.json").read_text())["model"]["path"] == str(run_dir / "model")
 
 
 def test_heldout_loss_equals_a_direct_computation(run):

@@ -4,6 +4,8 @@ import errno
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trainkit import corpus, run_delt  # noqa: E402
+from trainkit import REPO, corpus, run_delt  # noqa: E402
 
 from delt_cli.cli.app import app  # noqa: E402
 from delt_cli.errors import DeltError  # noqa: E402
@@ -140,6 +142,7 @@ def test_fewer_tokens_than_one_batch_is_an_error(tmp_path):
     assert result.exit_code == 1
     assert "fewer than one batch of 64 sequences" in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # no partial output
 
 
 def test_tokenizer_that_does_not_fit_the_model_is_an_error(data, tmp_path):
@@ -150,6 +153,7 @@ def test_tokenizer_that_does_not_fit_the_model_is_an_error(data, tmp_path):
     result = invoke("train", str(data), "-o", str(tmp_path / "r"), *TINY[2:], "--model", str(tmp_path / "small-vocab"), "--tokenizer", "gpt2")
     assert result.exit_code == 1
     assert "50,257 tokens do not fit the model's vocabulary of 1,000" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_continue_training_from_a_model_directory(finished, data, tmp_path):
@@ -162,10 +166,8 @@ def test_continue_training_from_a_model_directory(finished, data, tmp_path):
 def test_a_failed_checkpoint_write_leaves_the_previous_one_valid(data, tmp_path, monkeypatch):
     run_dir = tmp_path / "full"
     real_save = torch.save
-    calls = {"n": 0}
 
     def save_until_disk_full(obj, path, *a, **k):
-        calls["n"] += 1
         if "step-00000004" in str(path) and Path(path).name == "scheduler.pt":
             real_save(obj, path, *a, **k)
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -188,13 +190,11 @@ def test_killed_and_resumed_run_has_the_same_loss_curve(data, tmp_path):
     env = {"OMP_NUM_THREADS": "1"}
     assert run_delt(*args, "-o", str(tmp_path / "whole"), env=env).returncode == 0
     killed = tmp_path / "killed"
-    from trainkit import REPO
-
-    proc = __import__("subprocess").Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "delt_cli", *args, "-o", str(killed)],
         env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-        stdout=__import__("subprocess").DEVNULL,
-        stderr=__import__("subprocess").DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -216,10 +216,11 @@ def test_killed_and_resumed_run_has_the_same_loss_curve(data, tmp_path):
 def test_two_processes_see_the_same_batches_and_loss_curve(data, tmp_path):
     one = run_delt("train", str(data), "-o", str(tmp_path / "one"), *TINY, "--max-steps", "6", "--save-every", "3", "--log-order", env={"OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr
-    from trainkit import REPO
-
-    two = __import__("subprocess").run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "delt_cli",
+    with socket.socket() as s:  # a free port for the rendezvous, so parallel test runs do not collide
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port, "-m", "delt_cli",
          "train", str(data), "-o", str(tmp_path / "two"), *TINY, "--batch-size", "2", "--max-steps", "6", "--save-every", "3", "--log-order"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}, timeout=600,
     )

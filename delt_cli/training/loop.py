@@ -150,27 +150,14 @@ def train_run(
         info(f"{run_dir}: finished with the same configuration; nothing to do")
         return finished_manifest(run_dir) if dist.is_main else None
 
-    model = load_causal_lm(config.model, dtype="float32", device=dist.device, vocab_size=len(tokenizer), seed=config.seed)
-    vocab = model.get_input_embeddings().num_embeddings
-    if vocab < len(tokenizer):
-        raise DeltError(
-            f"--tokenizer {config.tokenizer or config.model}: {len(tokenizer):,} tokens do not fit the model's "
-            f"vocabulary of {vocab:,} (--model {config.model}); use the model's own tokenizer or a model config"
-        )
-    model.train()
+    try:  # a fresh run that fails its checks leaves nothing behind
+        model, cache, layout = _prepare(ds, config, tokenizer, run_dir, token_cache, dist)
+    except BaseException:
+        if mode == "fresh" and dist.is_main:
+            import shutil
 
-    cache = build_token_cache(ds, tokenizer, Path(token_cache) if token_cache else run_dir / "tokens", rank=dist.rank, world=dist.world, barrier=dist.barrier)
-    layout = Layout(
-        seq_len=config.seq_len,
-        batch_size=config.batch_size,
-        grad_accum=config.grad_accum,
-        processes=dist.world,
-        sequences_per_epoch=sequences_per_epoch(cache.num_tokens, config.seq_len),
-        epochs=config.epochs,
-        max_tokens=config.max_tokens,
-        max_steps=config.max_steps,
-    )
-    check_layout(layout, num_tokens=cache.num_tokens, what=ds.spec)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     total = layout.total_steps
     warmup = resolve_warmup(total, config.warmup_steps, config.warmup_ratio)
     optimizer = build_optimizer(model, config)
@@ -292,6 +279,31 @@ def train_run(
     dist.barrier()
     info(f"trained {total:,} steps ({trained_tokens:,} tokens), final loss {last_loss:.4f}; model in {run_dir / MODEL_DIR}")
     return manifest
+
+
+def _prepare(ds, config: TrainConfig, tokenizer, run_dir: Path, token_cache: Optional[Path], dist: Dist):
+    """Build or load the model, tokenize the data, and check that they fit together."""
+    model = load_causal_lm(config.model, dtype="float32", device=dist.device, vocab_size=len(tokenizer), seed=config.seed)
+    vocab = model.get_input_embeddings().num_embeddings
+    if vocab < len(tokenizer):
+        raise DeltError(
+            f"--tokenizer {config.tokenizer or config.model}: {len(tokenizer):,} tokens do not fit the model's "
+            f"vocabulary of {vocab:,} (--model {config.model}); use the model's own tokenizer or a model config"
+        )
+    model.train()
+    cache = build_token_cache(ds, tokenizer, Path(token_cache) if token_cache else run_dir / "tokens", rank=dist.rank, world=dist.world, barrier=dist.barrier)
+    layout = Layout(
+        seq_len=config.seq_len,
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        processes=dist.world,
+        sequences_per_epoch=sequences_per_epoch(cache.num_tokens, config.seq_len),
+        epochs=config.epochs,
+        max_tokens=config.max_tokens,
+        max_steps=config.max_steps,
+    )
+    check_layout(layout, num_tokens=cache.num_tokens, what=ds.spec)
+    return model, cache, layout
 
 
 def _save(run_dir, step, model, tokenizer, optimizer, scheduler, dist: Dist, layout: Layout, keep: int) -> None:
