@@ -2,7 +2,7 @@
 
 The 200-item figures in docs/evaluation.md come from
 `delt eval <cache>/models/smollm2-135m --tasks hellaswag,piqa,arc_easy --limit 200`;
-this test scores the first 30 items of each task to keep the suite fast.
+this test scores the first 20 items of each task to keep the suite fast.
 """
 
 import sys
@@ -20,7 +20,7 @@ from delt_cli.evaluation.tasks import TASKS, load_task  # noqa: E402
 from delt_cli.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 
 pytestmark = [pytest.mark.assets, pytest.mark.slow]
-N = 30
+N = 20
 
 
 @pytest.fixture(scope="module")

@@ -103,11 +103,11 @@ def test_final_model_loads_in_plain_transformers(finished):
 
 
 def test_same_seed_gives_identical_runs(data, tmp_path):
-    a = train_run(data, tmp_path / "a", tiny(max_steps=4), save_every=0)
-    b = train_run(data, tmp_path / "b", tiny(max_steps=4), save_every=0)
+    a = train_run(data, tmp_path / "a", tiny(max_steps=3), save_every=0)
+    b = train_run(data, tmp_path / "b", tiny(max_steps=3), save_every=0)
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     assert a["model"]["fingerprint"] == b["model"]["fingerprint"]
-    train_run(data, tmp_path / "c", tiny(max_steps=4, seed=1), save_every=0)
+    train_run(data, tmp_path / "c", tiny(max_steps=3, seed=1), save_every=0)
     assert losses(tmp_path / "c") != losses(tmp_path / "a")
 
 
@@ -175,18 +175,18 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_valid(data, tmp_path,
 
     monkeypatch.setattr(torch, "save", save_until_disk_full)
     with pytest.raises(DeltError, match=r"No space left on device.*previous checkpoint step-00000002 is intact"):
-        train_run(data, run_dir, tiny(max_steps=6), save_every=2)
+        train_run(data, run_dir, tiny(max_steps=5), save_every=2)
     assert ckpt.latest_checkpoint(run_dir).name == "step-00000002"
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.json", "step-00000002"]
     monkeypatch.setattr(torch, "save", real_save)
-    train_run(data, run_dir, tiny(max_steps=6), save_every=2, resume=True)
-    train_run(data, tmp_path / "clean", tiny(max_steps=6), save_every=0)
+    train_run(data, run_dir, tiny(max_steps=5), save_every=2, resume=True)
+    train_run(data, tmp_path / "clean", tiny(max_steps=5), save_every=0)
     assert losses(run_dir) == losses(tmp_path / "clean")
 
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_has_the_same_loss_curve(data, tmp_path):
-    args = ["train", str(data), *TINY, "--max-steps", "14", "--save-every", "3", "--log-order"]
+    args = ["train", str(data), *TINY, "--max-steps", "12", "--save-every", "3", "--log-order"]
     env = {"OMP_NUM_THREADS": "1"}
     assert run_delt(*args, "-o", str(tmp_path / "whole"), env=env).returncode == 0
     killed = tmp_path / "killed"
