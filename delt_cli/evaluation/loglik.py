@@ -11,9 +11,10 @@ context are cut from the left.
 The result for each request is ``(sum of log p(continuation tokens), is_greedy)``.
 
 Speed: the requests of one item (a question and its choices) usually share a long
-prefix. Items are batched; the batch's shared prefixes are run once (with the KV cache,
-no logits), the cache rows are repeated for each request, and only the distinct suffixes
-are run on top, computing logits only there. Items are sorted by length so padding is small.
+prefix. The prefixes are run once, batched by prefix length (KV cache kept per item, no
+logits); then the distinct suffixes of all requests run on top of their item's cache,
+batched by suffix length, computing logits only there. Sorting both passes by length keeps
+padding, which costs as much as real tokens, small.
 """
 
 from __future__ import annotations
@@ -75,57 +76,75 @@ class LoglikScorer:
     def score(self, items: Sequence[Sequence[Request]], progress=None) -> list[list[tuple[float, bool]]]:
         """For each item (a list of requests), (log-likelihood, is_greedy) per request."""
         encoded = [[self.encode(c, x) for c, x in item] for item in items]
-        order = sorted(range(len(items)), key=lambda i: -max(len(e.tokens) for e in encoded[i]))
-        results: list[list[tuple[float, bool]]] = [[] for _ in items]
-        batch: list[int] = []
-        requests = 0
-        for i in order:
-            if batch and requests + len(encoded[i]) > self.batch_size:
-                self._run(batch, encoded, results)
-                if progress:
-                    progress(len(batch))
-                batch, requests = [], 0
-            batch.append(i)
-            requests += len(encoded[i])
-        if batch:
-            self._run(batch, encoded, results)
+        results: list[list] = [[None] * len(e) for e in encoded]
+        prefix = {i: _prefix_len(e) if self.share_prefix else 0 for i, e in enumerate(encoded)}
+        alone = [i for i in range(len(items)) if prefix[i] == 0]
+        shared = sorted((i for i in range(len(items)) if prefix[i] > 0), key=lambda i: -prefix[i])
+        if alone:
+            self._score_plain([(i, j) for i in alone for j in range(len(encoded[i]))], encoded, results)
             if progress:
-                progress(len(batch))
+                progress(len(alone))
+        chunk = 8 * self.batch_size  # items whose prefix caches are held at once
+        for start in range(0, len(shared), chunk):
+            part = shared[start : start + chunk]
+            self._score_shared(part, prefix, encoded, results)
+            if progress:
+                progress(len(part))
         return results
 
-    def _run(self, batch: list[int], encoded, results) -> None:
-        shared, alone = [], []
-        for i in batch:
-            (shared if self.share_prefix and _prefix_len(encoded[i]) > 0 else alone).append(i)
-        if shared:
-            self._run_shared(shared, encoded, results)
-        if alone:
-            self._run_plain(alone, encoded, results)
+    def _score_plain(self, requests: list[tuple[int, int]], encoded, results) -> None:
+        """One padded forward pass per batch of whole requests, longest first."""
+        requests = sorted(requests, key=lambda ij: -len(encoded[ij[0]][ij[1]].tokens))
+        for b in range(0, len(requests), self.batch_size):
+            batch = requests[b : b + self.batch_size]
+            ids, mask = _pad([encoded[i][j].tokens for i, j in batch], self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            for row, (i, j) in enumerate(batch):
+                e = encoded[i][j]
+                results[i][j] = _continuation_score(logits[row, e.first_scored : len(e.tokens)], e.targets)
 
-    def _run_plain(self, batch: list[int], encoded, results) -> None:
-        reqs = [(i, e) for i in batch for e in encoded[i]]
-        ids, mask = _pad([e.tokens for _, e in reqs], self.device)
-        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        for row, (i, e) in enumerate(reqs):
-            results[i].append(_continuation_score(logits[row, e.first_scored : len(e.tokens)], e.targets))
+    def _score_shared(self, items: list[int], prefix: dict, encoded, results) -> None:
+        """Prefixes once (batched by prefix length, KV cache kept per item, no logits), then the
+        suffixes of all requests on top of their item's cache (batched by suffix length)."""
+        from transformers import DynamicCache
 
-    def _run_shared(self, batch: list[int], encoded, results) -> None:
-        prefix_lens = [_prefix_len(encoded[i]) for i in batch]
-        prefixes = [encoded[i][0].tokens[:p] for i, p in zip(batch, prefix_lens)]
-        p_ids, p_mask = _pad(prefixes, self.device)
-        out = self.model(input_ids=p_ids, attention_mask=p_mask, use_cache=True, **_keep_one(self.model))
-        cache = out.past_key_values
-        rows = [(b, i, e) for b, i in enumerate(batch) for e in encoded[i]]
-        cache.batch_select_indices(torch.tensor([b for b, _, _ in rows], device=self.device))
-        suffixes = [e.tokens[prefix_lens[b] :] for b, _, e in rows]
-        s_ids, s_mask = _pad(suffixes, self.device)
-        mask = torch.cat([p_mask[[b for b, _, _ in rows]], s_mask], dim=1)
-        start = torch.tensor([prefix_lens[b] for b, _, _ in rows], device=self.device)
-        positions = start[:, None] + torch.arange(s_ids.shape[1], device=self.device)[None, :]
-        logits = self.model(input_ids=s_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True).logits
-        for row, (b, i, e) in enumerate(rows):
-            a = e.first_scored - prefix_lens[b]
-            results[i].append(_continuation_score(logits[row, a : len(e.tokens) - prefix_lens[b]], e.targets))
+        kv: dict[int, list] = {}
+        for b in range(0, len(items), self.batch_size):
+            batch = items[b : b + self.batch_size]
+            ids, mask = _pad([encoded[i][0].tokens[: prefix[i]] for i in batch], self.device)
+            cache = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **_keep_one(self.model)).past_key_values
+            layers = getattr(cache, "layers", None)
+            if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):  # an unusual cache: score plainly
+                self._score_plain([(i, j) for i in items for j in range(len(encoded[i]))], encoded, results)
+                return
+            for row, i in enumerate(batch):
+                kv[i] = [(layer.keys[row, :, : prefix[i]], layer.values[row, :, : prefix[i]]) for layer in layers]
+        requests = sorted(((i, j) for i in items for j in range(len(encoded[i]))), key=lambda ij: -(len(encoded[ij[0]][ij[1]].tokens) - prefix[ij[0]]))
+        for b in range(0, len(requests), self.batch_size):
+            batch = requests[b : b + self.batch_size]
+            width = max(prefix[i] for i, _ in batch)
+            p_mask = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
+            pairs = []
+            for layer in range(len(kv[batch[0][0]])):
+                k0, v0 = kv[batch[0][0]][layer]
+                keys = k0.new_zeros((len(batch), k0.shape[0], width, k0.shape[2]))
+                values = v0.new_zeros((len(batch), v0.shape[0], width, v0.shape[2]))
+                for row, (i, _) in enumerate(batch):
+                    keys[row, :, : prefix[i]] = kv[i][layer][0]
+                    values[row, :, : prefix[i]] = kv[i][layer][1]
+                pairs.append((keys, values))
+            for row, (i, _) in enumerate(batch):
+                p_mask[row, : prefix[i]] = 1
+            s_ids, s_mask = _pad([encoded[i][j].tokens[prefix[i] :] for i, j in batch], self.device)
+            start = torch.tensor([prefix[i] for i, _ in batch], device=self.device)
+            positions = start[:, None] + torch.arange(s_ids.shape[1], device=self.device)[None, :]
+            logits = self.model(
+                input_ids=s_ids, attention_mask=torch.cat([p_mask, s_mask], dim=1), position_ids=positions,
+                past_key_values=DynamicCache(ddp_cache_data=pairs), use_cache=True,
+            ).logits
+            for row, (i, j) in enumerate(batch):
+                e = encoded[i][j]
+                results[i][j] = _continuation_score(logits[row, e.first_scored - prefix[i] : len(e.tokens) - prefix[i]], e.targets)
 
 
 def _prefix_len(requests: list[Encoded]) -> int:
