@@ -179,15 +179,22 @@ def bench_eval(args) -> str:
     )
 
 
-def write_docs(text: str) -> None:
+def write_docs(key: str, text: str) -> None:
+    """Replace the `key` block (train or eval) of our section in docs/benchmarks.md, keeping the other."""
     path = REPO / "docs" / "benchmarks.md"
     doc = path.read_text() if path.exists() else "# Benchmarks\n\nFigures measured on this project's machines, with the commands that produced them.\n"
-    start, end = "<!-- BEGIN train-eval -->", "<!-- END train-eval -->"
+    heading = "## Training and evaluation"
+    if heading not in doc:
+        doc = doc.rstrip() + f"\n\n{heading}\n\nFigures from `scripts/bench_train_eval.py`; each block says when and how it was measured.\n"
+    start, end = f"<!-- BEGIN train-eval/{key} -->", f"<!-- END train-eval/{key} -->"
     block = f"{start}\n{text}\n{end}"
     if start in doc:
         doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
     else:
-        doc = doc.rstrip() + "\n\n" + block + "\n"
+        after = doc.index(heading) + len(heading)
+        nxt = doc.find("\n## ", after)
+        at = len(doc) if nxt < 0 else nxt
+        doc = doc[:at].rstrip() + "\n\n" + block + "\n" + doc[at:]
     path.write_text(doc)
 
 
@@ -207,21 +214,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     load = os.getloadavg()[0]
-    parts = ["## Training and evaluation\n"]
-    if not args.skip_train:
-        parts.append(bench_training(args))
-    if not args.skip_eval:
-        parts.append(bench_eval(args))
     command = "python scripts/bench_train_eval.py " + " ".join(sys.argv[1:])
-    parts.append(
-        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+    footer = (
+        f"\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; 1-minute load average {load:.1f} at the start (other work shares this machine, so "
-        f"absolute figures are noisy; the ratios compare runs made in the same process). Command: `{command.strip()}`.\n"
+        f"absolute figures are noisy; each ratio compares runs made one after the other in the same process). Command: `{command.strip()}`.\n"
     )
-    text = "\n".join(parts)
-    print(text)
-    if args.write_docs:
-        write_docs(text)
+    for key, skip, bench in (("train", args.skip_train, bench_training), ("eval", args.skip_eval, bench_eval)):
+        if skip:
+            continue
+        text = bench(args) + footer
+        print(text)
+        if args.write_docs:
+            write_docs(key, text)
 
 
 if __name__ == "__main__":
