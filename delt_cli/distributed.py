@@ -51,9 +51,12 @@ def get_dist() -> Dist:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return Dist(device=device)
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # On a host without a GPU, accelerate picks the gloo backend only when asked for CPU explicitly
+    # (`accelerate launch --cpu` does; plain torchrun does not), otherwise every process thinks it is alone.
+    state = PartialState(cpu=not torch.cuda.is_available())
     return Dist(
         rank=state.process_index,
         world=state.num_processes,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from rich.markup import escape
 
 from delt_cli.config import check_keys, load_config
 from delt_cli.console import console
@@ -136,7 +137,7 @@ def step(fn: Callable) -> Callable:
         except DeltError as exc:
             if debug:
                 raise
-            console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
+            console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug:
@@ -148,7 +149,7 @@ def step(fn: Callable) -> Callable:
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
             console.print(
-                f"[bold red]error:[/bold red] {type(exc).__name__}: {message} (rerun with --debug for the traceback)",
+                f"[bold red]error:[/bold red] {type(exc).__name__}: {escape(message)} (rerun with --debug for the traceback)",
                 markup=True,
                 highlight=False,
             )
