@@ -29,10 +29,10 @@ assets: $(STAMP)
 	$(DELT) assets >/dev/null
 
 test: $(STAMP) assets
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 demo: $(STAMP) assets
 	bash scripts/demo.sh
