@@ -255,3 +255,37 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     plain.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
+
+
+def load_lm_with_tokenizer(
+    model: str | os.PathLike,
+    tokenizer: Optional[str | os.PathLike] = None,
+    *,
+    dtype: Optional[str] = "auto",
+    device: Any = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+    flag: str = "--model",
+):
+    """(causal LM, tokenizer): the tokenizer comes from --tokenizer, else from the model directory / GGUF file.
+
+    A model built from a config (random init) needs --tokenizer; its vocabulary size is the tokenizer's.
+    """
+    if model is None:
+        raise DeltError(f"{flag}: required (a model directory, GGUF file, configs/models name or cached hub id)")
+    from_config = find_model_config(model) is not None
+    if tokenizer is None and from_config:
+        raise DeltError(f"{flag} {model} is a model config (random init); pass --tokenizer too")
+    tok = load_tokenizer(tokenizer or model, trust_remote_code=trust_remote_code)
+    lm = load_causal_lm(
+        model,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        vocab_size=len(tok) if from_config else None,
+        seed=seed,
+    )
+    vocab = lm.get_output_embeddings().weight.shape[0] if lm.get_output_embeddings() is not None else None
+    if vocab is not None and len(tok) > vocab:
+        raise DeltError(f"{flag} {model}: the tokenizer has {len(tok)} tokens but the model's vocabulary has {vocab}")
+    return lm, tok
