@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from delt_cli.errors import DeltError
-from delt_cli.models.causal_lm import LMParts, targets_and_mask
+from delt_cli.models.causal_lm import LMParts, attention, targets_and_mask
 from delt_cli.scoring.lqs.losses import Params, grad_of, params_of, sample_losses
 
 METHODS = ("auto", "hooks", "loop", "vmap")
@@ -87,10 +87,11 @@ def vmap_per_sample(parts: LMParts, ids, lengths, lam: Params, *, chunk: int = 8
 
     g_fn = vmap(grad(loss_one), in_dims=(None, 0, 0))
     dots, norms, losses = [], [], []
-    for i in range(0, ids.shape[0], chunk):
-        g = g_fn(params, ids[i : i + chunk], lengths[i : i + chunk])
-        dots.append(sum((g[k].double() * lam[k].double()).flatten(1).sum(1) for k in g))
-        norms.append(sum(g[k].double().pow(2).flatten(1).sum(1) for k in g))
+    with attention(model, "eager"):  # the fused CPU attention kernel has no vmap rule (slow fallback)
+        for i in range(0, ids.shape[0], chunk):
+            g = g_fn(params, ids[i : i + chunk], lengths[i : i + chunk])
+            dots.append(sum((g[k].double() * lam[k].double()).flatten(1).sum(1) for k in g))
+            norms.append(sum(g[k].double().pow(2).flatten(1).sum(1) for k in g))
     with torch.no_grad():
         losses = sample_losses(parts, ids, lengths).double()
     return torch.cat(dots), torch.cat(norms), losses
