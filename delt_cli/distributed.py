@@ -51,9 +51,12 @@ def get_dist() -> Dist:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return Dist(device=device)
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without a GPU, accelerate only joins the processes (MULTI_CPU, gloo) when asked for cpu=True;
+    # PartialState() under torchrun would silently give every process world size 1.
+    state = PartialState(cpu=not torch.cuda.is_available())
     return Dist(
         rank=state.process_index,
         world=state.num_processes,

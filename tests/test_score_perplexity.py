@@ -222,3 +222,65 @@ def test_smollm2_prefers_prose_and_matches_the_transformers_loop(tmp_path):
     docs = [d[:48] for d in encode(scorer.tokenizer, [r["text"] for r in rows], prefix=scorer.prefix_id)]
     assert np.allclose(nll, hf_loop_nll(model, docs), rtol=1e-4)
     assert math.isclose(float(out["ppl"][0].as_py()), math.exp(nll[0]))
+
+
+def subprocess_env():
+    import os
+    from pathlib import Path
+
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def many_shards(tmp_path_factory, tiny_dir):
+    """8 shards and the uninterrupted single-process perplexity output for them."""
+    root = tmp_path_factory.mktemp("shards")
+    rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(list(science()[:120]) + list(news()[:120]))]
+    data = write_dataset(root / "raw", rows, shards=8)
+    args = ["--method", "perplexity", "--model", str(tiny_dir), "--max-length", "256"]
+    result = runner.invoke(app, ["score", str(data), "-o", str(root / "ref"), *args])
+    assert result.exit_code == 0, result.output
+    return data, root / "ref", args
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_exactly_the_uninterrupted_scores(many_shards, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, ref, args = many_shards
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "delt_cli", "score", str(data), "-o", str(out), *args]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(out.glob("part-*.parquet")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("part-*.parquet")))
+    assert 1 <= done_before < 8 and not (out / "manifest.json").exists()
+    resumed = subprocess.run([*cmd, "--resume"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("already finished, skipped (--resume)") == done_before
+    for shard in sorted(ref.glob("part-*.parquet")):
+        assert (out / shard.name).read_bytes() == shard.read_bytes(), shard.name
+
+
+@pytest.mark.slow
+def test_processes_flag_splits_shards_and_gives_identical_shards(many_shards, tmp_path):
+    import subprocess
+    import sys
+
+    data, ref, args = many_shards
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "delt_cli", "score", str(data), "-o", str(out), *args, "--processes", "2"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == str(out)
+    assert json.loads((out / "manifest.json").read_text())["processes"] == 2
+    for shard in sorted(ref.glob("part-*.parquet")):
+        assert (out / shard.name).read_bytes() == shard.read_bytes(), shard.name

@@ -17,8 +17,9 @@ Steps (all in `prepare`, before any shard is written):
 
 `score_table` then writes the columns lqs, pds, quality, learnability, lqs_z for
 the proxy rows (matched by id) and null for every other row. The finished
-annotation is cached in the output directory (``.lqs-annotation.cache``), so a
-``--resume`` after an interruption during the shard writing does not solve again.
+annotation is cached in the output directory (``.lqs-annotation.cache``, written
+with the first shard), so a ``--resume`` after an interruption during the shard
+writing does not solve again (an interruption before that solves again).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class LQSScorer:
         self._report: dict = {}
         self._summary: dict = {}
         self._fingerprints: dict = {}
+        self._cache_pending = False
 
     # -- validation ---------------------------------------------------------------------------
     def _check_flags(self) -> None:
@@ -151,8 +153,8 @@ class LQSScorer:
             info(f"LQS annotation reused from {self.output / CACHE_NAME} (--resume)")
             return
         self._annotate(dataset, target, dist)
-        if dist.is_main:
-            self._save_cache()
+        # Saved with the first shard (the output directory must stay empty until the runner has checked it).
+        self._cache_pending = dist.is_main
 
     def _open_target(self):
         path = Path(str(self.target_spec))
@@ -353,6 +355,9 @@ class LQSScorer:
     # -- scorer protocol ---------------------------------------------------------------------
     def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
         assert self.scores is not None
+        if self._cache_pending:
+            self._save_cache()
+            self._cache_pending = False
         ids = pl.from_arrow(table.column(self.id_column)).alias("id").to_frame().with_row_index("_row")
         scores = self.scores.with_columns(pl.col("id").cast(ids.schema["id"]))
         joined = ids.join(scores, on="id", how="left").sort("_row")
