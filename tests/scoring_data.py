@@ -93,3 +93,13 @@ def small_tokenizer(directory: str, vocab_size: int = 512) -> str:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
     fast.save_pretrained(str(path))
     return str(path)
+
+
+def tiny_model_dir(path: Path, tokenizer_dir: str, seed: int = 7) -> Path:
+    """A random llama-tiny sized to the tokenizer, saved as a safetensors model directory with the tokenizer."""
+    from delt_cli.models.loading import load_tokenizer, model_from_config
+
+    tok = load_tokenizer(tokenizer_dir)
+    model_from_config("llama-tiny", vocab_size=len(tok), seed=seed).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path

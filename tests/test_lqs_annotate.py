@@ -153,4 +153,5 @@ def test_two_processes_match_one(corpus, annotated, tmp_path):
     assert a["id"].equals(b["id"])
     for c in ("lqs", "pds", "quality", "learnability", "lqs_z"):
         assert np.allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-3, atol=1e-5 * float(np.abs(a[c].to_numpy()).max())), c
-    assert json.loads((out / "manifest.json").read_text())["processes"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["summary"]["annotated"] == 48  # counted once, not per process

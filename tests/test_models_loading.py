@@ -17,7 +17,7 @@ from delt_cli.models.loading import (
     resolve_dtype,
 )
 
-from scoring_data import small_tokenizer
+from scoring_data import tiny_model_dir, small_tokenizer
 
 torch.set_num_threads(1)
 
@@ -29,12 +29,7 @@ def tok_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tok_dir):
-    tok = load_tokenizer(tok_dir)
-    model = model_from_config("llama-tiny", vocab_size=len(tok), seed=11)
-    path = tmp_path_factory.mktemp("m") / "tiny"
-    model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return path
+    return tiny_model_dir(tmp_path_factory.mktemp("m") / "tiny", tok_dir, seed=11)
 
 
 def test_resolve_dtype():

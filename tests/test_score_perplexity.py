@@ -19,7 +19,7 @@ from delt_cli.scoring.lqs.losses import pad_batch
 from delt_cli.scoring.perplexity import PerplexityScorer
 from delt_cli.scoring.tokens import encode, windows
 
-from scoring_data import news, noise, science, small_tokenizer, write_dataset
+from scoring_data import tiny_model_dir, news, noise, science, small_tokenizer, write_dataset
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -32,13 +32,7 @@ def tok_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tok_dir):
-    """A tiny random Llama saved as a safetensors model directory with its tokenizer."""
-    tok = load_tokenizer(tok_dir)
-    model = model_from_config("llama-tiny", vocab_size=len(tok), seed=7)
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return path
+    return tiny_model_dir(tmp_path_factory.mktemp("m") / "tiny", tok_dir, seed=7)
 
 
 def docs_table(n=9):

@@ -48,7 +48,7 @@ def score_cmd(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code from the model directory (off by default).", rich_help_panel=MODEL)] = False,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Tokens per document, prefix included (default: 1024 perplexity, 512 lqs and scorer); longer ones are truncated (or strided with --stride).", rich_help_panel=MODEL)] = None,
     prefix_token: Annotated[str, typer.Option("--prefix-token", help="Token before every document: bos, eos, none or a token string.", rich_help_panel=MODEL)] = "bos",
-    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", help="Tokens per batch (rows x longest row) for perplexity and scorer inference (default 16384).", rich_help_panel=MODEL)] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", help="Tokens per batch (rows x longest row) for perplexity and scorer inference (default: 512 on CPU, 16384 on GPU; at least --max-length).", rich_help_panel=MODEL)] = None,
     stride: Annotated[int, typer.Option("--stride", help="Perplexity of documents longer than --max-length by windows starting every STRIDE tokens (0: truncate).", rich_help_panel=PPL)] = 0,
     target: Annotated[Optional[str], typer.Option("--target", help="Target-domain dataset (directory / Parquet file / glob) whose mean loss J the proxy's trajectory is scored against.", rich_help_panel=LQS)] = None,
     target_size: Annotated[int, typer.Option("--target-size", help="Use the first N non-empty target documents (0: all).", rich_help_panel=LQS)] = 1024,

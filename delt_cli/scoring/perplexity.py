@@ -41,8 +41,8 @@ class PerplexityScorer:
         trust_remote_code: bool = False,
         max_length: int = 1024,
         stride: int = 0,
-        batch_tokens: int = 16384,
-        head_chunk: int = 2048,
+        batch_tokens: Optional[int] = None,
+        head_chunk: Optional[int] = None,
         prefix_token: str = "bos",
         seed: int = 0,
     ):
@@ -56,7 +56,7 @@ class PerplexityScorer:
         self.trust_remote_code = trust_remote_code
         self.max_length = max_length
         self.stride = stride
-        self.batch_tokens = max(batch_tokens, max_length)
+        self.batch_tokens = batch_tokens  # None: per device (see prepare)
         self.head_chunk = head_chunk
         self.prefix_token = prefix_token
         self.seed = seed
@@ -78,6 +78,12 @@ class PerplexityScorer:
         self.prefix_id = prefix_token_id(self.tokenizer, self.prefix_token)
         self.pad_id = self.prefix_id if self.prefix_id is not None else 0
         self.backoff = Backoff("perplexity batch")
+        on_gpu = str(self.device).startswith("cuda")
+        # CPU: small batches keep the elementwise work in cache (bigger ones measured slower, docs/benchmarks.md);
+        # GPU: big batches. Logits of at most ~8M floats (32 MB) at a time unless --head-chunk says otherwise.
+        self.batch_tokens = max(self.batch_tokens or (16384 if on_gpu else 512), self.max_length)
+        vocab = self.parts.head.weight.shape[0]
+        self.head_chunk = self.head_chunk or max(16, (1 << 23) // vocab) * (8 if on_gpu else 1)
 
     def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
         import torch

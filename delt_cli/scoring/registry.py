@@ -19,22 +19,29 @@ def _compression(opts: dict):
     return CompressionScorer(text_column=opts["text_column"], column=opts.get("column"))
 
 
-def _perplexity(opts: dict):
-    from delt_cli.scoring.perplexity import PerplexityScorer
-
-    return PerplexityScorer(
+def _model_opts(opts: dict, *, max_length: int) -> dict:
+    """The flags every model scorer shares (Model options panel)."""
+    return dict(
         model=opts.get("model"),
         tokenizer=opts.get("tokenizer"),
-        column=opts.get("column"),
         text_column=opts["text_column"],
         id_column=opts.get("id_column", "id"),
         dtype=opts.get("dtype") or "auto",
         trust_remote_code=bool(opts.get("trust_remote_code")),
-        max_length=opts.get("max_length") or 1024,
-        stride=opts.get("stride") or 0,
-        batch_tokens=opts.get("batch_tokens") or 16384,
+        max_length=opts.get("max_length") or max_length,
         prefix_token=opts.get("prefix_token") or "bos",
         seed=opts.get("seed", 0),
+    )
+
+
+def _perplexity(opts: dict):
+    from delt_cli.scoring.perplexity import PerplexityScorer
+
+    return PerplexityScorer(
+        **_model_opts(opts, max_length=1024),
+        column=opts.get("column"),
+        stride=opts.get("stride") or 0,
+        batch_tokens=opts.get("batch_tokens"),
     )
 
 
@@ -44,11 +51,8 @@ def _lqs(opts: dict):
     if opts.get("column"):
         raise UsageError("--column: --method lqs writes fixed columns (lqs, pds, quality, learnability, lqs_z)")
     return LQSScorer(
-        model=opts.get("model"),
-        tokenizer=opts.get("tokenizer"),
+        **_model_opts(opts, max_length=512),
         target=opts.get("target"),
-        text_column=opts["text_column"],
-        id_column=opts.get("id_column", "id"),
         target_text_column=opts.get("target_text_column"),
         target_size=opts.get("target_size", 1024),
         proxy_size=opts.get("proxy_size", 4096),
@@ -63,11 +67,6 @@ def _lqs(opts: dict):
         chunk=opts.get("per_sample_chunk", 8),
         checkpoint_every=opts.get("checkpoint_every", 0),
         last_norm=opts.get("last_norm", "next"),
-        max_length=opts.get("max_length") or 512,
-        prefix_token=opts.get("prefix_token") or "bos",
-        dtype=opts.get("dtype") or "auto",
-        trust_remote_code=bool(opts.get("trust_remote_code")),
-        seed=opts.get("seed", 0),
         output=opts.get("output"),
         resume=bool(opts.get("resume")),
     )
@@ -81,7 +80,7 @@ def _scorer(opts: dict):
         column=opts.get("column"),
         text_column=opts["text_column"],
         dtype=opts.get("dtype") or "auto",
-        batch_tokens=opts.get("batch_tokens") or 16384,
+        batch_tokens=opts.get("batch_tokens") or 4096,
     )
 
 

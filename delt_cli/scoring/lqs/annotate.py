@@ -121,6 +121,7 @@ class LQSScorer:
         self._summary: dict = {}
         self._fingerprints: dict = {}
         self._cache_pending = False
+        self._is_main = True
 
     # -- validation ---------------------------------------------------------------------------
     def _check_flags(self) -> None:
@@ -143,6 +144,7 @@ class LQSScorer:
     # -- the annotation -------------------------------------------------------------------------
     def prepare(self, dataset, dist) -> None:
         self._check_flags()
+        self._is_main = dist.is_main
         dataset.require(self.text_column, flag="--text-column")
         dataset.require(self.id_column, flag="--id-column")
         target = self._open_target()
@@ -178,8 +180,10 @@ class LQSScorer:
         from delt_cli.scoring.lqs.losses import pad_batch
         from delt_cli.scoring.lqs.persample import resolve_method
 
+        # The trajectory, co-states and per-sample norms need float32 (the paper's setting) even on a GPU.
+        dtype = "float32" if self.dtype in (None, "auto") else self.dtype
         model, tok = load_lm_with_tokenizer(
-            self.model_spec, self.tokenizer_spec, dtype=self.dtype, device=dist.device, trust_remote_code=self.trust_remote_code, seed=self.seed
+            self.model_spec, self.tokenizer_spec, dtype=dtype, device=dist.device, trust_remote_code=self.trust_remote_code, seed=self.seed
         )
         parts = split_lm(model)
         device = dist.device
@@ -364,7 +368,8 @@ class LQSScorer:
         return {c: joined[c].cast(pl.Float64).to_arrow() for c in COLUMNS}
 
     def summary(self) -> dict:
-        return dict(self._summary) if self.scores is not None else {}
+        # The annotation is global (gathered): report it once, not once per process.
+        return dict(self._summary) if self.scores is not None and self._is_main else {}
 
     def report(self) -> dict:
         return dict(self._report)
@@ -390,5 +395,6 @@ class LQSScorer:
             "max_length": self.max_length,
             "prefix_token": self.prefix_token,
             "optimizer": "SGD (no momentum, no weight decay, no clipping)",
+            "dtype": "float32" if self.dtype in (None, "auto") else self.dtype,
             "normalisation": "lqs_z = clip((lqs - mean) / std, -3, 3) over the annotated proxy sample",
         }
