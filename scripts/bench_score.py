@@ -134,19 +134,20 @@ def perplexity_child(method: str, model_spec: str, tokenizer: str, docs: int, ma
     return {"tokens_per_s": n_tokens / wall, "peak_mb": peak_mb() - base, "tokens": n_tokens, "nll_mean": float(np.mean(nll))}
 
 
-def lqs_child(corpus: str, target: str, tokenizer: str, model: str, proxy_size: int, steps: int, interval: int, max_length: int) -> dict:
+def lqs_child(corpus: str, target: str, tokenizer: str, model: str, proxy_size: int, steps: int, interval: int, max_length: int, target_size: int) -> dict:
     from delt_cli.scoring.lqs.annotate import LQSScorer
     from delt_cli.dataset import open_dataset
     from delt_cli.distributed import Dist
 
     ds = open_dataset(corpus)
-    scorer = LQSScorer(model=model, tokenizer=tokenizer, target=target, proxy_size=proxy_size, steps=steps, interval=interval, max_length=max_length, target_size=256)
+    scorer = LQSScorer(model=model, tokenizer=tokenizer, target=target, proxy_size=proxy_size, steps=steps, interval=interval, max_length=max_length, target_size=target_size)
     base = rss_mb()
     start = time.perf_counter()
     scorer.prepare(ds, Dist())
     wall = time.perf_counter() - start
     passes = len(range(0, steps, interval)) + 1
-    return {"wall_s": wall, "proxy_per_s": proxy_size / wall, "sample_passes_per_s": proxy_size * passes / wall, "peak_mb": peak_mb() - base}
+    phases = {f"phase {k}": v for k, v in scorer.report()["seconds"].items()}
+    return {"wall_s": wall, "proxy_per_s": proxy_size / wall, "sample_passes_per_s": proxy_size * passes / wall, "peak_mb": peak_mb() - base, **phases}
 
 
 def bench_texts(n: int) -> list[str]:
@@ -239,15 +240,17 @@ def bench_lqs(repeats: int) -> list[str]:
     rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)]
     write_dataset(root / "corpus", rows, shards=4)
     write_dataset(root / "target", [{"id": f"t{i}", "text": t} for i, t in enumerate(science()[500:628])])
-    cfg = dict(corpus=str(root / "corpus"), target=str(root / "target"), tokenizer=str(gpt2_tokenizer_dir()), model="llama-tiny", proxy_size=512, steps=20, interval=5, max_length=256)
+    cfg = dict(corpus=str(root / "corpus"), target=str(root / "target"), tokenizer=str(gpt2_tokenizer_dir()), model="llama-tiny", proxy_size=256, steps=10, interval=5, max_length=128, target_size=32)
     runs = [child("lqs", **cfg) for _ in range(repeats)]
     med = medians(runs)
+    phases = ", ".join(f"{k[6:]} {v:.0f} s" for k, v in med.items() if k.startswith("phase "))
     return [
-        f"LQS annotation end to end (corpus of {len(rows):,} documents, proxy sample {cfg['proxy_size']}, llama-tiny with GPT-2's vocabulary, "
-        f"T={cfg['steps']} SGD steps of 16, interval {cfg['interval']}, 128 target documents, max length {cfg['max_length']}, CPU fp32; median of {repeats}):",
+        f"LQS annotation end to end at demo scale (corpus of {len(rows):,} documents, proxy sample {cfg['proxy_size']}, llama-tiny (64 wide) with GPT-2's 50k vocabulary, "
+        f"T={cfg['steps']} SGD steps of 16 documents, interval {cfg['interval']}, {cfg['target_size']} target documents, max length {cfg['max_length']}, CPU fp32; median of {repeats}):",
         "",
-        f"- {med['wall_s']:.0f} s wall, {med['proxy_per_s']:.1f} proxy documents/s end to end "
-        f"({med['sample_passes_per_s']:.1f} per-sample gradient passes/s over the {len(range(0, cfg['steps'], cfg['interval'])) + 1} annotated steps), peak extra memory {med['peak_mb']:.0f} MB.",
+        f"- {med['wall_s']:.0f} s wall, {med['proxy_per_s']:.2f} proxy documents/s end to end "
+        f"({med['sample_passes_per_s']:.1f} per-sample gradient passes/s over the {len(range(0, cfg['steps'], cfg['interval'])) + 1} passes), peak extra memory {med['peak_mb']:.0f} MB.",
+        f"- time by phase: {phases}.",
     ]
 
 
@@ -272,11 +275,12 @@ def main() -> None:
     flags = f" --threads {args.threads}" if args.threads else ""
     lines = ["## Scoring", "", f"Measured with `python scripts/bench_score.py {' '.join(args.parts)} --repeats {args.repeats}{flags}` on {os.cpu_count()} CPU cores "
              f"(load average {load:.1f} at the start: other work was running on this shared machine, so absolute numbers are noisy; the ratios compare runs interleaved in the same period).", ""]
+    print("\n".join(lines), flush=True)
     for part in args.parts:
-        lines.extend(PARTS[part](args.repeats))
-        lines.append("")
+        part_lines = PARTS[part](args.repeats) + [""]
+        print("\n".join(part_lines), flush=True)
+        lines.extend(part_lines)
     text = "\n".join(lines)
-    print(text)
     if args.write:
         path = REPO / "docs" / "benchmarks.md"
         old = path.read_text() if path.exists() else "# Benchmarks\n"

@@ -189,3 +189,22 @@ def test_zscore_clip():
     assert z.max() <= 3 and z.min() >= -3 and np.argmax(z) == 4
     assert np.allclose(zscore_clip(np.array([1.0, 2.0, 3.0])), [-1.224744871391589, 0.0, 1.224744871391589])
     assert np.array_equal(zscore_clip(np.ones(4)), np.zeros(4))
+
+
+def test_out_of_memory_halves_the_proxy_batch(problem, monkeypatch):
+    import delt_cli.scoring.lqs.costate as costate
+
+    expected = solve(problem, [[0, 1, 2, 3, 4, 5, 6]])
+    real = costate.per_sample_info
+    sizes = []
+
+    def small_device(method, parts, ids, *args, **kwargs):  # an accelerator that holds 2 samples
+        sizes.append(ids.shape[0])
+        if ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(method, parts, ids, *args, **kwargs)
+
+    monkeypatch.setattr(costate, "per_sample_info", small_device)
+    got = solve(problem, [[0, 1, 2, 3, 4, 5, 6]])
+    assert sizes[:3] == [7, 4, 2] and max(sizes[2:]) <= 2  # halved twice, then kept at 2
+    assert np.allclose(got.lqs, expected.lqs, rtol=1e-9) and np.allclose(got.pds, expected.pds, rtol=1e-9)

@@ -63,7 +63,7 @@ def score_cmd(
     proxy_warmup_lr: Annotated[float, typer.Option("--proxy-warmup-lr", help="AdamW learning rate of the warm-up.", rich_help_panel=LQS)] = 1e-3,
     per_sample: Annotated[str, typer.Option("--per-sample", help="Per-sample gradient method: auto (hooks when supported), hooks, loop or vmap.", rich_help_panel=LQS)] = "auto",
     per_sample_batch: Annotated[int, typer.Option("--per-sample-batch", help="Proxy documents per per-sample pass.", rich_help_panel=LQS)] = 32,
-    per_sample_chunk: Annotated[int, typer.Option("--per-sample-chunk", help="Samples whose output-head gradients are built at once (memory).", rich_help_panel=LQS)] = 8,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Rows per forward/backward of the proxy (step and target gradients, Hessian-vector products, per-sample head gradients): bounds memory, not results.", rich_help_panel=LQS)] = 8,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Keep parameters every K steps and recompute the rest (0: ceil(sqrt(T))).", rich_help_panel=LQS)] = 0,
     scorer: Annotated[Optional[Path], typer.Option("--scorer", help="Directory written by `delt distill`.", rich_help_panel=SCORER)] = None,
     processes: Annotated[int, typer.Option("--processes", help="Run N processes (re-launches itself with torchrun; GPUs are used when present).", rich_help_panel=COMMON)] = 1,

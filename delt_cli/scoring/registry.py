@@ -64,7 +64,7 @@ def _lqs(opts: dict):
         warmup_lr=opts.get("proxy_warmup_lr", 1e-3),
         per_sample=opts.get("per_sample", "auto"),
         per_sample_batch=opts.get("per_sample_batch", 32),
-        chunk=opts.get("per_sample_chunk", 8),
+        chunk=opts.get("micro_batch", 8),
         checkpoint_every=opts.get("checkpoint_every", 0),
         last_norm=opts.get("last_norm", "next"),
         output=opts.get("output"),

@@ -207,7 +207,8 @@ class LQSScorer:
         forward_docs = self._stream(dataset, tokens, usable, self.steps * self.batch_size, stream=2)
         forward = [pad_batch(forward_docs[i * self.batch_size : (i + 1) * self.batch_size], pad, device) for i in range(self.steps)]
         target_docs = self._target_docs(target, tokens, usable)
-        target_batches = [pad_batch([target_docs[i] for i in b], pad, device) for b in length_batches([len(d) for d in target_docs], batch_tokens=self.batch_size * self.max_length, max_batch=self.batch_size)]
+        micro = max(1, min(self.batch_size, self.chunk))  # rows per target batch: bounds the logits held for a gradient
+        target_batches = [pad_batch([target_docs[i] for i in b], pad, device) for b in length_batches([len(d) for d in target_docs], batch_tokens=micro * self.max_length, max_batch=micro)]
         my_target = target_batches[dist.rank :: dist.world]
         local = np.flatnonzero(keep)
         proxy_batches = []
@@ -260,6 +261,7 @@ class LQSScorer:
             "train_loss_first_last": [res.train_loss[0], res.train_loss[-1]],
             "reliability": {str(k): v for k, v in sorted(res.reliability.items())},
             "lqs_mean_std": [float(frame["lqs"].mean()), float(frame["lqs"].std(ddof=0))],
+            "seconds": {k: round(v, 2) for k, v in res.seconds.items()},
         }
         del solver, model, parts
         if torch.cuda.is_available():

@@ -41,6 +41,7 @@ import torch
 
 from delt_cli.errors import DeltError
 from delt_cli.models.causal_lm import LMParts
+from delt_cli.scoring.backoff import Backoff
 from delt_cli.scoring.lqs.losses import Params, grad_of, hvp, mean_loss_grad, params_of, sample_losses
 from delt_cli.scoring.lqs.persample import per_sample_info
 
@@ -80,6 +81,7 @@ class SolverResult:
     train_loss: list[float] = field(default_factory=list)  # L_t(theta_t), t = 0..T-1
     target_loss: list[float] = field(default_factory=list)  # J(theta_t), t = 0..T
     reliability: dict[int, float] = field(default_factory=dict)  # ||lambda_{t+1}|| at annotated t
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
 
 class NonFinite(DeltError):
@@ -108,6 +110,27 @@ class Reducer:
         pair = torch.tensor([value, float(count)], dtype=torch.float64, device=self.dist.device)
         self.sum_([pair])
         return float(pair[0]), int(pair[1])
+
+
+class _Clock:
+    """Accumulates wall seconds per phase: `with clock("phase"): ...`."""
+
+    def __init__(self, seconds: dict):
+        self.seconds = seconds
+
+    def __call__(self, phase: str):
+        import contextlib
+        import time
+
+        @contextlib.contextmanager
+        def timed():
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+        return timed()
 
 
 def _set_params(params: Params, values: Params) -> None:
@@ -140,12 +163,35 @@ class Solver:
         self.cfg = cfg
         self.reducer = reducer or Reducer()
         self.on_step = on_step or (lambda phase, n: None)
+        self.backoff = Backoff("per-sample batch")  # accelerator out of memory: halve the proxy batch and retry
 
     # -- pieces -------------------------------------------------------------------------------
-    def step_grad(self, t: int) -> tuple[Params, float]:
+    def _micro(self, t: int):
+        """Forward batch t in micro-batches of `chunk` rows, with their weight in the batch mean."""
         ids, lengths = self.forward[t]
-        loss = sample_losses(self.parts, ids, lengths).mean()
-        return grad_of(loss, self.params), float(loss.detach())
+        B, m = ids.shape[0], max(1, self.cfg.chunk)
+        for i in range(0, B, m):
+            rows = slice(i, i + m)
+            n = int(lengths[rows].shape[0])
+            yield ids[rows, : int(lengths[rows].max())], lengths[rows], n / B
+
+    def step_grad(self, t: int) -> tuple[Params, float]:
+        """grad L_t and L_t, summed over micro-batches (memory: one micro-batch's logits at a time)."""
+        total, loss_value = None, 0.0
+        for ids, lengths, w in self._micro(t):
+            loss = sample_losses(self.parts, ids, lengths).mean()
+            g = grad_of(loss, self.params)
+            total = {n: w * v for n, v in g.items()} if total is None else {n: total[n] + w * g[n] for n in g}
+            loss_value += w * float(loss.detach())
+        return total, loss_value
+
+    def step_hvp(self, t: int, vector: Params) -> Params:
+        """H_t v = sum over micro-batches c of (|c| / B) H_c v (the batch loss is a mean of sample losses)."""
+        total = None
+        for ids, lengths, w in self._micro(t):
+            hv = hvp(self.parts, ids, lengths, self.params, vector)
+            total = {n: w * v for n, v in hv.items()} if total is None else {n: total[n] + w * hv[n] for n in hv}
+        return total
 
     def target_grad(self) -> tuple[Params, float]:
         """grad J and J at the current parameters (target batches summed over processes)."""
@@ -178,21 +224,25 @@ class Solver:
         quality_steps = np.zeros(n_proxy)
         learn_steps = 0
 
+        clock = _Clock(res.seconds)
         # forward trajectory, checkpoints every K steps
         checkpoints: dict[int, Params] = {}
-        for t in range(T):
-            if t % K == 0:
-                checkpoints[t] = _clone(self.params)
-            res.train_loss.append(self.sgd(t))
-            self.on_step("forward", 1)
+        with clock("forward"):
+            for t in range(T):
+                if t % K == 0:
+                    checkpoints[t] = _clone(self.params)
+                res.train_loss.append(self.sgd(t))
+                self.on_step("forward", 1)
 
         # backward: lambda_T, then t = T-1 .. 0
-        lam, res.target_loss[T] = self.target_grad()
+        with clock("target gradients"):
+            lam, res.target_loss[T] = self.target_grad()
         self._check_lambda(lam, T)
         next_norm = None
         if cfg.last_norm == "next":
             zero = {n: torch.zeros_like(v) for n, v in lam.items()}
-            _, next_norm, _ = self._per_sample(proxy, n_proxy, zero, T)
+            with clock("per-sample"):
+                _, next_norm, _ = self._per_sample(proxy, n_proxy, zero, T)
         elif cfg.last_norm != "one":
             raise DeltError(f"--last-norm {cfg.last_norm}: expected 'next' or 'one'")
 
@@ -202,14 +252,16 @@ class Solver:
                 start = (t // K) * K
                 _set_params(self.params, checkpoints[start])
                 trajectory = {start: checkpoints[start]}
-                for s in range(start, t):
-                    self.sgd(s)
-                    trajectory[s + 1] = _clone(self.params)
+                with clock("recompute"):
+                    for s in range(start, t):
+                        self.sgd(s)
+                        trajectory[s + 1] = _clone(self.params)
             _set_params(self.params, trajectory.pop(t))
             if t in annotated:
                 lam_norm = math.sqrt(sum(float(v.double().pow(2).sum()) for v in lam.values()))
                 res.reliability[t] = lam_norm
-                dots, norms, _ = self._per_sample(proxy, n_proxy, lam, t)
+                with clock("per-sample"):
+                    dots, norms, _ = self._per_sample(proxy, n_proxy, lam, t)
                 res.pds += cfg.lr * dots
                 denom = next_norm if next_norm is not None else np.ones(n_proxy)
                 res.lqs += cfg.lr * dots / np.maximum(denom, np.finfo(np.float64).tiny)
@@ -218,8 +270,10 @@ class Solver:
                     res.learnability += norms / np.maximum(next_norm, np.finfo(np.float64).tiny)
                     learn_steps += 1
                 next_norm = norms
-            g_j, res.target_loss[t] = self.target_grad()
-            hv = hvp(self.parts, *self.forward[t], self.params, lam)
+            with clock("target gradients"):
+                g_j, res.target_loss[t] = self.target_grad()
+            with clock("hessian-vector products"):
+                hv = self.step_hvp(t, lam)
             lam = {n: lam[n] + g_j[n] - cfg.lr * hv[n] for n in lam}
             self._check_lambda(lam, t)
             self.on_step("backward", 1)
@@ -240,7 +294,7 @@ class Solver:
         for t in range(T - 1, -1, -1):
             _set_params(self.params, thetas[t])
             g_j, _ = self.target_grad()
-            hv = hvp(self.parts, *self.forward[t], self.params, lam)
+            hv = self.step_hvp(t, lam)
             lam = {n: lam[n] + g_j[n] - self.cfg.lr * hv[n] for n in lam}
             out.append(lam)
         return out[::-1]
@@ -251,15 +305,23 @@ class Solver:
         norms = np.zeros(n_proxy)
         losses = np.zeros(n_proxy)
         for batch in proxy:
-            d, sq, loss = per_sample_info(self.cfg.per_sample, self.parts, batch.ids, batch.lengths, lam, chunk=self.cfg.chunk)
-            d, sq, loss = (x.detach().cpu().numpy() for x in (d, sq, loss))
-            bad = ~(np.isfinite(d) & np.isfinite(sq) & np.isfinite(loss))
-            if bad.any():
-                raise NonFinite(f"LQS step {t}: non-finite loss or gradient", sample=int(batch.index[np.argmax(bad)]))
-            dots[batch.index] = d
-            norms[batch.index] = np.sqrt(sq)
-            losses[batch.index] = loss
-            self.on_step("samples", len(batch.index))
+
+            def run(rows: np.ndarray, batch=batch):
+                sel = torch.as_tensor(rows, device=batch.ids.device)
+                ids, lengths = batch.ids[sel], batch.lengths[sel]
+                ids = ids[:, : int(lengths.max())]
+                out = per_sample_info(self.cfg.per_sample, self.parts, ids, lengths, lam, chunk=self.cfg.chunk)
+                return [x.detach().cpu().numpy() for x in out]
+
+            for rows, (d, sq, loss) in self.backoff.run([np.arange(len(batch.index))], run):
+                index = batch.index[rows]
+                bad = ~(np.isfinite(d) & np.isfinite(sq) & np.isfinite(loss))
+                if bad.any():
+                    raise NonFinite(f"LQS step {t}: non-finite loss or gradient", sample=int(index[np.argmax(bad)]))
+                dots[index] = d
+                norms[index] = np.sqrt(sq)
+                losses[index] = loss
+                self.on_step("samples", len(index))
         return dots, norms, losses
 
     def _check_lambda(self, lam: Params, t: int) -> None:
