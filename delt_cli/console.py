@@ -32,6 +32,10 @@ def set_quiet(value: bool) -> None:
     _quiet = value
 
 
+def is_quiet() -> bool:
+    return _quiet
+
+
 def is_main_process() -> bool:
     """True on rank 0 (or when no distributed launcher set RANK)."""
     return os.environ.get("RANK", "0") == "0"

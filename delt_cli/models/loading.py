@@ -30,6 +30,20 @@ _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "f
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def quiet_transformers() -> None:
+    """No tqdm bars or info logs from transformers / huggingface_hub on our stderr (we draw our own)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        pass
+
+
 def default_device() -> str:
     import torch
 
@@ -120,6 +134,7 @@ def load_causal_lm(
     """Load (or build) a causal LM from any model spec (see the module docstring), in eval mode, on `device`."""
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     device = device or default_device()
     torch_dtype = resolve_dtype(dtype, device)
     path = Path(spec)
@@ -186,6 +201,7 @@ def load_encoder(spec: str | os.PathLike, *, dtype: Optional[str] = "auto", devi
     """(encoder model, tokenizer) for embeddings: a sentence-transformers or Hugging Face encoder directory."""
     from transformers import AutoModel
 
+    quiet_transformers()
     device = device or default_device()
     path = Path(spec)
     kwargs = dict(dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code)
@@ -255,3 +271,46 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     plain.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
+
+
+def load_lm_with_tokenizer(
+    model: str | os.PathLike,
+    tokenizer: Optional[str | os.PathLike] = None,
+    *,
+    dtype: Optional[str] = "auto",
+    device: Any = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+    flag: str = "--model",
+):
+    """(causal LM, tokenizer): the tokenizer comes from --tokenizer, else from the model directory / GGUF file.
+
+    A model built from a config (random init) needs --tokenizer; its vocabulary size is the tokenizer's.
+    """
+    if model is None:
+        raise DeltError(f"{flag}: required (a model directory, GGUF file, configs/models name or cached hub id)")
+    from_config = find_model_config(model) is not None
+    path = Path(model)
+    if not (from_config or path.is_dir() or (path.is_file() and path.suffix == ".gguf") or _is_hub_id(str(model))):
+        raise DeltError(f"{flag} {model}: no such model directory, GGUF file, model config or hub id")
+    if tokenizer is None and from_config:
+        raise DeltError(f"{flag} {model} is a model config (random init); pass --tokenizer too")
+    if tokenizer is None:
+        try:
+            tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
+        except DeltError as exc:
+            raise DeltError(f"{flag} {model}: no usable tokenizer with the model ({exc}); pass --tokenizer") from exc
+    else:
+        tok = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+    lm = load_causal_lm(
+        model,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        vocab_size=len(tok) if from_config else None,
+        seed=seed,
+    )
+    vocab = lm.get_output_embeddings().weight.shape[0] if lm.get_output_embeddings() is not None else None
+    if vocab is not None and len(tok) > vocab:
+        raise DeltError(f"{flag} {model}: the tokenizer has {len(tok)} tokens but the model's vocabulary has {vocab}")
+    return lm, tok
