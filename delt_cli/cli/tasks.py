@@ -34,7 +34,7 @@ lm-evaluation-harness' zero-shot prompts) plus TASK.json (source, item count, me
 @step
 def build_cmd(
     names: Annotated[Optional[List[str]], typer.Argument(metavar="[TASK...]", help="Tasks to build (default: all eight).", show_default=False)] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for the task files (default: $DELT_TASKS or <asset cache>/tasks).", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for the task files (default: $DELT_TASKS, else tasks/ in the asset cache).", show_default=False)] = None,
 ) -> None:
     for name, path in build_task_files(output or default_tasks_dir(), list(names or [])).items():
         emit(path)
