@@ -30,7 +30,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from delt_cli.console import info, progress, warn
-from delt_cli.dataset.provenance import RunInfo
+from delt_cli.dataset.provenance import MANIFEST_NAME, RunInfo
 from delt_cli.dataset.writer import StagedOutput, shard_name, write_shard
 from delt_cli.errors import DeltError, UsageError
 
@@ -66,12 +66,17 @@ class Source:
     fmt: str
 
 
+def _is_dataset_manifest(path: Path) -> bool:
+    """The manifest.json beside a delt dataset's shards is provenance, not a source of documents."""
+    return path.name == MANIFEST_NAME and any(path.parent.glob("*.parquet"))
+
+
 def discover_sources(specs: Sequence[str | Path]) -> list[Source]:
     sources: list[Source] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and source_format(p) and not p.name.startswith("."))
+            files = sorted(p for p in path.rglob("*") if p.is_file() and source_format(p) and not p.name.startswith(".") and not _is_dataset_manifest(p))
             if not files:
                 raise DeltError(f"{spec}: directory has no supported source files ({', '.join(sorted(SUFFIXES))})")
             sources.extend(Source(p, str(p.relative_to(path)), source_format(p)) for p in files)

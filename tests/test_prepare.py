@@ -90,3 +90,21 @@ def test_prepare_bad_input(cli, tmp_path, setup, args, message):
     assert res.exit_code != 0
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_delt_datasets_are_sources_without_their_manifests(cli, tmp_path):
+    """Concatenating datasets (e.g. several target splits into one target set) reads the shards only."""
+    for name, texts in (("a", ["one", "two"]), ("b", ["three"])):
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("\n".join(json.dumps({"id": f"{name}{i}", "text": t}) for i, t in enumerate(texts)) + "\n")
+        assert cli("prepare", f, "-o", tmp_path / name).exit_code == 0
+    res = cli("prepare", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "both")
+    assert res.exit_code == 0, res.output
+    rows = read_rows(tmp_path / "both")
+    assert rows.column("id").to_pylist() == ["a0", "a1", "b0"] and rows.column("text").to_pylist() == ["one", "two", "three"]
+    # a manifest.json that is not beside shards is still a JSON source
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "manifest.json").write_text(json.dumps({"text": "a document"}) + "\n")
+    res = cli("prepare", tmp_path / "src", "-o", tmp_path / "one")
+    assert res.exit_code == 0, res.output
+    assert read_rows(tmp_path / "one").column("text").to_pylist() == ["a document"]

@@ -136,7 +136,7 @@ def run_experiment(exp: Experiment, *, jobs: Optional[int] = None, cores: Option
                     key, deps, commands, label = node
                     if all(d in done for d in deps):
                         todo.remove(node)
-                        info(f"[{exp.name}] start {label}: {commands[-1].cmd if len(commands) == 1 else commands[-2].cmd}")
+                        info(f"{exp.name}: start {label}: {commands[-1].cmd if len(commands) == 1 else commands[-2].cmd}")
                         running[pool.submit(work, commands)] = node
                 if not running:
                     missing = sorted({d for _, deps, _, _ in todo for d in deps if d not in done})
@@ -153,8 +153,8 @@ def run_experiment(exp: Experiment, *, jobs: Optional[int] = None, cores: Option
                 with lock:
                     if key.startswith("unit-"):
                         finished += 1
-                        info(f"[{exp.name}] {label}: done in {future.result():.0f} s ({finished}/{total} runs)")
+                        info(f"{exp.name}: {label}: done in {future.result():.0f} s ({finished}/{total} runs)")
                     else:
-                        info(f"[{exp.name}] {label}: done in {future.result():.0f} s")
+                        info(f"{exp.name}: {label}: done in {future.result():.0f} s")
     if error is not None:
         raise error
