@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DELT   := $(BIN)/delt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install assets test test-fast demo clean-demo bench help corpus
+.PHONY: install assets test test-fast demo clean-demo bench help corpus reproduce-delt reproduce-gotd
 
 help:
 	@sed -n '1,4p' Makefile
@@ -27,6 +27,7 @@ install: $(STAMP)
 
 assets: $(STAMP)
 	$(DELT) assets >/dev/null
+	$(DELT) tasks build >/dev/null
 
 test: $(STAMP) assets
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
@@ -49,3 +50,11 @@ corpus: $(STAMP)
 	$(BIN)/python scripts/build_corpus.py --preset $(CORPUS_PRESET) >/dev/null
 	$(BIN)/python scripts/train_tokenizer.py data/corpus/$(CORPUS_PRESET)/train -o data/corpus/$(CORPUS_PRESET)/tokenizer-8k \
 		--vocab-size 8192 --eval data/corpus/$(CORPUS_PRESET)/heldout >/dev/null
+
+# The papers' experiments at CPU scale (docs/reproduction.md): every step is a delt command listed
+# in the config; a rerun skips finished steps. Prints a time estimate first; takes hours on 2 cores.
+reproduce-delt: $(STAMP) assets
+	$(BIN)/python scripts/reproduce.py configs/experiments/delt.yaml
+
+reproduce-gotd: $(STAMP) assets
+	$(BIN)/python scripts/reproduce.py configs/experiments/gotd.yaml
