@@ -11,10 +11,11 @@ context are cut from the left.
 The result for each request is ``(sum of log p(continuation tokens), is_greedy)``.
 
 Speed: the requests of one item (a question and its choices) usually share a long
-prefix. The prefixes are run once, batched by prefix length (KV cache kept per item, no
-logits); then the distinct suffixes of all requests run on top of their item's cache,
-batched by suffix length, computing logits only there. Sorting both passes by length keeps
-padding, which costs as much as real tokens, small.
+prefix. Each item becomes one packed row, the prefix once followed by every request's
+suffix, with a block attention mask and per-suffix position ids, so the prefix is computed
+once per item instead of once per choice; the output head (a vocabulary-sized matrix
+product) runs only at the scored positions. Rows are sorted by length before batching, so
+padding stays small.
 """
 
 from __future__ import annotations
@@ -94,57 +95,84 @@ class LoglikScorer:
 
     def _score_plain(self, requests: list[tuple[int, int]], encoded, results) -> None:
         """One padded forward pass per batch of whole requests, longest first."""
+        base, head = _body_and_head(self.model)
         requests = sorted(requests, key=lambda ij: -len(encoded[ij[0]][ij[1]].tokens))
         for b in range(0, len(requests), self.batch_size):
             batch = requests[b : b + self.batch_size]
             ids, mask = _pad([encoded[i][j].tokens for i, j in batch], self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            if base is None:
+                out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            else:  # the head only at the scored positions
+                out = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for row, (i, j) in enumerate(batch):
                 e = encoded[i][j]
-                results[i][j] = _continuation_score(logits[row, e.first_scored : len(e.tokens)], e.targets)
+                span = out[row, e.first_scored : len(e.tokens)]
+                results[i][j] = _continuation_score(span if base is None else head(span), e.targets)
 
     def _score_shared(self, items: list[int], prefix: dict, encoded, results) -> None:
-        """Prefixes once (batched by prefix length, KV cache kept per item, no logits), then the
-        suffixes of all requests on top of their item's cache (batched by suffix length)."""
-        from transformers import DynamicCache
+        """Each item as one packed row: its shared prefix once, then every request's suffix, with
+        a block attention mask (a suffix sees the prefix and its own earlier tokens, never another
+        suffix) and position ids that restart after the prefix for every suffix. The output head
+        runs only at the scored positions. Rows are batched longest first."""
+        base, head = _body_and_head(self.model)
+        if base is None:
+            self._score_plain([(i, j) for i in items for j in range(len(encoded[i]))], encoded, results)
+            return
+        rows = sorted(items, key=lambda i: -(prefix[i] + sum(len(e.tokens) - prefix[i] for e in encoded[i])))
+        b = 0
+        while b < len(rows):
+            batch, n_requests = [], 0
+            while b < len(rows) and (not batch or n_requests + len(encoded[rows[b]]) <= self.batch_size):
+                batch.append(rows[b])
+                n_requests += len(encoded[rows[b]])
+                b += 1
+            self._packed_forward(batch, prefix, encoded, results, base, head)
 
-        kv: dict[int, list] = {}
-        for b in range(0, len(items), self.batch_size):
-            batch = items[b : b + self.batch_size]
-            ids, mask = _pad([encoded[i][0].tokens[: prefix[i]] for i in batch], self.device)
-            cache = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **_keep_one(self.model)).past_key_values
-            layers = getattr(cache, "layers", None)
-            if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):  # an unusual cache: score plainly
-                self._score_plain([(i, j) for i in items for j in range(len(encoded[i]))], encoded, results)
-                return
-            for row, i in enumerate(batch):
-                kv[i] = [(layer.keys[row, :, : prefix[i]], layer.values[row, :, : prefix[i]]) for layer in layers]
-        requests = sorted(((i, j) for i in items for j in range(len(encoded[i]))), key=lambda ij: -(len(encoded[ij[0]][ij[1]].tokens) - prefix[ij[0]]))
-        for b in range(0, len(requests), self.batch_size):
-            batch = requests[b : b + self.batch_size]
-            width = max(prefix[i] for i, _ in batch)
-            p_mask = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
-            pairs = []
-            for layer in range(len(kv[batch[0][0]])):
-                k0, v0 = kv[batch[0][0]][layer]
-                keys = k0.new_zeros((len(batch), k0.shape[0], width, k0.shape[2]))
-                values = v0.new_zeros((len(batch), v0.shape[0], width, v0.shape[2]))
-                for row, (i, _) in enumerate(batch):
-                    keys[row, :, : prefix[i]] = kv[i][layer][0]
-                    values[row, :, : prefix[i]] = kv[i][layer][1]
-                pairs.append((keys, values))
-            for row, (i, _) in enumerate(batch):
-                p_mask[row, : prefix[i]] = 1
-            s_ids, s_mask = _pad([encoded[i][j].tokens[prefix[i] :] for i, j in batch], self.device)
-            start = torch.tensor([prefix[i] for i, _ in batch], device=self.device)
-            positions = start[:, None] + torch.arange(s_ids.shape[1], device=self.device)[None, :]
-            logits = self.model(
-                input_ids=s_ids, attention_mask=torch.cat([p_mask, s_mask], dim=1), position_ids=positions,
-                past_key_values=DynamicCache(ddp_cache_data=pairs), use_cache=True,
-            ).logits
-            for row, (i, j) in enumerate(batch):
+    def _packed_forward(self, batch: list[int], prefix: dict, encoded, results, base, head) -> None:
+        layouts = []  # per row: tokens, positions, segment ids, and per request (start of its scored span, request index)
+        for i in batch:
+            p = prefix[i]
+            tokens, positions, segments, spans = list(encoded[i][0].tokens[:p]), list(range(p)), [0] * p, []
+            for j, e in enumerate(encoded[i]):
+                suffix = e.tokens[p:]
+                spans.append((len(tokens) + e.first_scored - p, j))
+                tokens += suffix
+                positions += range(p, p + len(suffix))
+                segments += [j + 1] * len(suffix)
+            layouts.append((tokens, positions, segments, spans))
+        width = max(len(t) for t, _, _, _ in layouts)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        pos = torch.zeros((len(batch), width), dtype=torch.long)
+        seg = torch.full((len(batch), width), -1, dtype=torch.long)
+        for r, (tokens, positions, segments, _) in enumerate(layouts):
+            ids[r, : len(tokens)] = torch.tensor(tokens)
+            pos[r, : len(tokens)] = torch.tensor(positions)
+            seg[r, : len(tokens)] = torch.tensor(segments)
+        q, k = seg[:, :, None], seg[:, None, :]
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        allowed = causal & ((k == 0) | (k == q)) & (q >= 0)
+        allowed |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no empty softmax)
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+        hidden = base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device), use_cache=False).last_hidden_state
+        for r, i in enumerate(batch):
+            for start, j in layouts[r][3]:
                 e = encoded[i][j]
-                results[i][j] = _continuation_score(logits[row, e.first_scored - prefix[i] : len(e.tokens) - prefix[i]], e.targets)
+                logits = head(hidden[r, start : start + len(e.targets)])
+                results[i][j] = _continuation_score(logits, e.targets)
+
+
+def _body_and_head(model):
+    """(the model without its output head, the head), or (None, None) when the head does more
+    than a linear map (logit soft-capping or scaling) or the body is not found."""
+    config = model.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        return None, None
+    base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if base is None or head is None or base is model:
+        return None, None
+    return base, head
 
 
 def _prefix_len(requests: list[Encoded]) -> int:
@@ -173,12 +201,6 @@ def _pad(sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor
         ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[r, : len(s)] = 1
     return ids.to(device), mask.to(device)
-
-
-def _keep_one(model) -> dict:
-    import inspect
-
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def _model_max_length(model) -> int:
