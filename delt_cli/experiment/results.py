@@ -32,6 +32,18 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def load_eval(path: Path, domain_eval: Optional[str] = None) -> dict:
+    """An eval.json; with `domain_eval` (results.domain_eval in the config), the held-out loss per
+    group is taken from that second results file beside it (e.g. the general held-out set by
+    domain, while eval.json's held-out set is the target domain's)."""
+    result = json.loads(path.read_text())
+    if domain_eval:
+        second = path.parent / domain_eval
+        if second.exists() and _heldout(result) is not None:
+            result["tasks"]["heldout"]["groups"] = (_heldout(json.loads(second.read_text())) or {}).get("groups", {})
+    return result
+
+
 def collect(exp: Experiment) -> dict[str, dict[int, dict]]:
     """cell -> seed -> eval.json contents, for the runs whose evaluation finished."""
     out: dict[str, dict[int, dict]] = {c: {} for c in exp.cells}
@@ -39,7 +51,7 @@ def collect(exp: Experiment) -> dict[str, dict[int, dict]]:
         path = unit.run_dir / "eval.json"
         stamp = exp.work / "stamps" / f"eval-{unit.cell}-seed{unit.seed}.json"
         if path.exists() and stamp.exists():
-            out[unit.cell][unit.seed] = json.loads(path.read_text())
+            out[unit.cell][unit.seed] = load_eval(path, exp.results.get("domain_eval"))
     return out
 
 
@@ -77,11 +89,11 @@ def write_results(exp: Experiment, output: Optional[Path] = None, *, command: st
         f"Config `{exp.path}`; {finished} of {len(exp.units)} runs finished; seeds {', '.join(map(str, exp.seeds))}. "
         f"Written {datetime.date.today().isoformat()} by `{command or 'python scripts/reproduce.py ' + str(exp.path)}`.",
         "",
-        "Held-out loss is the mean token loss in nats (lower is better), mean ± sd over seeds. "
+        f"{cfg.get('metric', 'Held-out loss')} is the mean token loss in nats (lower is better), mean ± sd over seeds. "
         + (f"Δ is the paired per-seed difference to `{baseline}` (same seed = same initial weights), mean ± sd; negative = better than `{baseline}`." if baseline else ""),
         "",
     ]
-    head = ["cell", "recipe", "seeds", "held-out loss"] + (["Δ loss"] if baseline else []) + [f"{g}" for g in groups] + tasks
+    head = ["cell", "recipe", "seeds", str(cfg.get("metric", "held-out loss"))] + (["Δ loss"] if baseline else []) + [f"{g}" for g in groups] + tasks
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     deltas: dict[str, dict[str, list[float]]] = {}
     for cell in exp.cells:
@@ -115,15 +127,17 @@ def write_results(exp: Experiment, output: Optional[Path] = None, *, command: st
 
     extra = cfg.get("extra") or {}
     if extra:
-        lines += ["### Reference rows", "", "| model | held-out loss | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+        lines += ["### Reference rows", "", "| model | " + " | ".join([str(cfg.get("metric", "held-out loss"))] + groups + tasks) + " |", "|---|---|" + "---|" * (len(groups) + len(tasks))]
         for label, template in extra.items():
             path = Path(str(template).format(**exp.vars))
             if not path.exists():
-                lines.append(f"| {label} | not run yet |" + " |" * len(tasks))
+                lines.append(f"| {label} | not run yet |" + " |" * (len(groups) + len(tasks)))
                 continue
-            r = json.loads(path.read_text())
+            r = load_eval(path, cfg.get("domain_eval"))
             h = _heldout(r)
-            lines.append(f"| {label} | {h['loss']:.3f} | " + " | ".join(f"{100 * r['tasks'][t]['score']:.1f}" if t in r.get("tasks", {}) else "–" for t in tasks) + " |")
+            cells = [f"{h['loss']:.3f}"] + [f"{h['groups'][g]['loss']:.3f}" if g in h.get("groups", {}) else "–" for g in groups]
+            cells += [f"{100 * r['tasks'][t]['score']:.1f}" if t in r.get("tasks", {}) else "–" for t in tasks]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
 
     figures = _plots(exp, runs, output, baseline, groups)
@@ -153,8 +167,9 @@ def _plots(exp: Experiment, runs, output: Path, baseline, groups) -> list[tuple[
     lo = min(m - (0 if math.isnan(s) else s) for m, s in means)
     hi = max(m + (0 if math.isnan(s) else s) for m, s in means)
     ax.set_ylim(lo - 0.1 * (hi - lo + 1e-3), hi + 0.1 * (hi - lo + 1e-3))
-    ax.set_ylabel("held-out loss (nats)")
-    ax.set_title(f"{exp.name}: held-out loss per cell (mean ± sd over seeds)")
+    metric = str(exp.results.get("metric", "held-out loss"))
+    ax.set_ylabel(f"{metric} (nats)")
+    ax.set_title(f"{exp.name}: {metric} per cell (mean ± sd over seeds)", fontsize=9)
     fig.tight_layout()
     made.append(("held-out loss per cell", save_figure(fig, stem.with_name(stem.name + "-grid.png"))))
 
