@@ -9,6 +9,7 @@ several processes run under accelerate/torchrun.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -50,9 +51,44 @@ def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {message}")
 
 
+class _LoggedProgress(Progress):
+    """A Progress that, when it cannot draw (stderr is a file or a pipe), writes a plain line per
+    task at most every `every` seconds and when the task completes, so logs of long unattended
+    runs show how far they got."""
+
+    def __init__(self, *columns, every: float = 0.0, **kwargs):
+        super().__init__(*columns, **kwargs)
+        self._every = every
+        self._logged: dict = {}
+
+    def _log(self, task_id) -> None:
+        task = next((t for t in self.tasks if t.id == task_id), None)
+        if task is None or task.total is None:
+            return
+        now = time.monotonic()
+        finished = task.completed >= task.total
+        last = self._logged.get(task_id)
+        if last == "done" or (not finished and now - (last if last is not None else task.start_time or now) < self._every):
+            return
+        self._logged[task_id] = "done" if finished else now
+        eta = "" if finished or task.time_remaining is None else f", eta {task.time_remaining:,.0f} s"
+        console.print(f"{task.description}: {task.completed:,.0f}/{task.total:,.0f} ({task.elapsed or 0:,.0f} s{eta})", markup=False)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        if self._every:
+            self._log(task_id)
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        if self._every:
+            self._log(task_id)
+
+
 @contextmanager
 def progress(*extra_columns, transient: bool = False) -> Iterator[Progress]:
-    """A rich progress bar on stderr, disabled when stderr is not a terminal."""
+    """A rich progress bar on stderr; when stderr is not a terminal, a plain progress line per
+    task every minute instead."""
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -62,6 +98,7 @@ def progress(*extra_columns, transient: bool = False) -> Iterator[Progress]:
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
-    disable = _quiet or not console.is_terminal or not is_main_process()
-    with Progress(*columns, console=console, disable=disable, transient=transient) as bar:
+    visible = not _quiet and is_main_process()
+    every = 60.0 if visible and not console.is_terminal else 0.0
+    with _LoggedProgress(*columns, console=console, disable=not visible or not console.is_terminal, transient=transient, every=every) as bar:
         yield bar
