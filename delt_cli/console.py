@@ -53,8 +53,8 @@ def warn(message: str) -> None:
 
 class _LoggedProgress(Progress):
     """A Progress that, when it cannot draw (stderr is a file or a pipe), writes a plain line per
-    task at most every `every` seconds and when the task completes, so logs of long unattended
-    runs show how far they got."""
+    task at most every `every` seconds, and one when a task that ran that long completes, so logs
+    of long unattended runs show how far they got (quick tasks print nothing)."""
 
     def __init__(self, *columns, every: float = 0.0, **kwargs):
         super().__init__(*columns, **kwargs)
@@ -67,8 +67,10 @@ class _LoggedProgress(Progress):
             return
         now = time.monotonic()
         finished = task.completed >= task.total
-        last = self._logged.get(task_id)
-        if last == "done" or (not finished and now - (last if last is not None else task.start_time or now) < self._every):
+        last = self._logged.get(task_id, task.start_time or now)
+        if last == "done" or (task.elapsed or 0) < self._every:  # quick tasks stay silent
+            return
+        if not finished and now - last < self._every:
             return
         self._logged[task_id] = "done" if finished else now
         eta = "" if finished or task.time_remaining is None else f", eta {task.time_remaining:,.0f} s"
