@@ -127,6 +127,14 @@ def test_bad_configs_are_one_line_errors(tmp_path, edit, message):
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_chosen_cells_bring_only_the_steps_they_need(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG.format(pool=tmp_path))
+    assert [c.key for c in load_experiment(config, cells=["shuffle"]).steps] == []
+    assert [c.key for c in load_experiment(config, cells=["sort"]).steps] == ["step-scored", "data-sort"]
+    assert [(u.cell, u.seed) for u in load_experiment(config, cells=["gfold", "shuffle"], seeds=[1]).units] == [("shuffle", 1)]
+
+
 def test_unknown_cell_and_missing_file(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG.format(pool=tmp_path))

@@ -167,6 +167,17 @@ def load_experiment(path: str | Path, *, work_root: Path = Path("runs"), seeds: 
             if evaluate:
                 commands.append(Command(f"eval-{cell}-seed{seed}", _fill(evaluate, local, where + ".eval"), run / "eval.json", _deps(evaluate, step_keys)))
             units.append(Unit(cell, seed, commands, run, data))
+    if cells:  # only the shared steps the chosen cells need (directly or through other steps)
+        by_key = {c.key: c for c in steps}
+        needed: set[str] = set()
+        stack = [d for u in units for d in u.deps] + [c.key for c in steps if c.key.startswith("data-")]
+        while stack:
+            key = stack.pop()
+            if key in needed or key not in by_key:
+                continue
+            needed.add(key)
+            stack.extend(by_key[key].deps)
+        steps = [c for c in steps if c.key in needed]
     return Experiment(
         name=name,
         path=path,
