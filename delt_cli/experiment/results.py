@@ -89,7 +89,7 @@ def write_results(exp: Experiment, output: Optional[Path] = None, *, command: st
         f"Config `{exp.path}`; {finished} of {len(exp.units)} runs finished; seeds {', '.join(map(str, exp.seeds))}. "
         f"Written {datetime.date.today().isoformat()} by `{command or 'python scripts/reproduce.py ' + str(exp.path)}`.",
         "",
-        f"{cfg.get('metric', 'Held-out loss')} is the mean token loss in nats (lower is better), mean ± sd over seeds. "
+        f"{str(cfg.get('metric', 'held-out loss'))[:1].upper() + str(cfg.get('metric', 'held-out loss'))[1:]} is the mean token loss in nats (lower is better), mean ± sd over seeds. "
         + (f"Δ is the paired per-seed difference to `{baseline}` (same seed = same initial weights), mean ± sd; negative = better than `{baseline}`." if baseline else ""),
         "",
     ]
