@@ -47,6 +47,7 @@ class LoglikScorer:
         self.add_prefix_token = add_prefix_token
         self.share_prefix = share_prefix
         self.device = next(model.parameters()).device
+        self.body, self.head = _body_and_head(model)  # (None, None): score through the full forward
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
     # -- tokenisation (harness rules) ------------------------------------------------
@@ -95,27 +96,25 @@ class LoglikScorer:
 
     def _score_plain(self, requests: list[tuple[int, int]], encoded, results) -> None:
         """One padded forward pass per batch of whole requests, longest first."""
-        base, head = _body_and_head(self.model)
         requests = sorted(requests, key=lambda ij: -len(encoded[ij[0]][ij[1]].tokens))
         for b in range(0, len(requests), self.batch_size):
             batch = requests[b : b + self.batch_size]
             ids, mask = _pad([encoded[i][j].tokens for i, j in batch], self.device)
-            if base is None:
+            if self.body is None:
                 out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             else:  # the head only at the scored positions
-                out = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                out = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for row, (i, j) in enumerate(batch):
                 e = encoded[i][j]
                 span = out[row, e.first_scored : len(e.tokens)]
-                results[i][j] = _continuation_score(span if base is None else head(span), e.targets)
+                results[i][j] = _continuation_score(span if self.body is None else self.head(span), e.targets)
 
     def _score_shared(self, items: list[int], prefix: dict, encoded, results) -> None:
         """Each item as one packed row: its shared prefix once, then every request's suffix, with
         a block attention mask (a suffix sees the prefix and its own earlier tokens, never another
         suffix) and position ids that restart after the prefix for every suffix. The output head
         runs only at the scored positions. Rows are batched longest first."""
-        base, head = _body_and_head(self.model)
-        if base is None:
+        if self.body is None:
             self._score_plain([(i, j) for i in items for j in range(len(encoded[i]))], encoded, results)
             return
         rows = sorted(items, key=lambda i: -(prefix[i] + sum(len(e.tokens) - prefix[i] for e in encoded[i])))
@@ -126,9 +125,9 @@ class LoglikScorer:
                 batch.append(rows[b])
                 n_requests += len(encoded[rows[b]])
                 b += 1
-            self._packed_forward(batch, prefix, encoded, results, base, head)
+            self._packed_forward(batch, prefix, encoded, results)
 
-    def _packed_forward(self, batch: list[int], prefix: dict, encoded, results, base, head) -> None:
+    def _packed_forward(self, batch: list[int], prefix: dict, encoded, results) -> None:
         layouts = []  # per row: tokens, positions, segment ids, and per request (start of its scored span, request index)
         for i in batch:
             p = prefix[i]
@@ -154,11 +153,11 @@ class LoglikScorer:
         allowed |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no empty softmax)
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-        hidden = base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device), use_cache=False).last_hidden_state
+        hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device), use_cache=False).last_hidden_state
         for r, i in enumerate(batch):
             for start, j in layouts[r][3]:
                 e = encoded[i][j]
-                logits = head(hidden[r, start : start + len(e.targets)])
+                logits = self.head(hidden[r, start : start + len(e.targets)])
                 results[i][j] = _continuation_score(logits, e.targets)
 
 

@@ -15,13 +15,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Optional
 
 from delt_cli.console import info
+from delt_cli.dataset.provenance import write_json_atomic
 from delt_cli.errors import DeltError
 from delt_cli.experiment.plan import Command, Experiment, Unit
 
@@ -75,9 +75,7 @@ def run_command(exp: Experiment, cmd: Command, *, threads: int) -> float:
         raise StepFailed(f"{cmd.key} failed (exit {rc}); log {log}: {' | '.join(tail)}")
     stamp = _stamp_path(exp, cmd)
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"cmd": cmd.cmd, "seconds": round(seconds, 2)}) + "\n")
-    os.replace(tmp, stamp)
+    write_json_atomic(stamp, {"cmd": cmd.cmd, "seconds": round(seconds, 2)})
     return seconds
 
 
@@ -120,7 +118,6 @@ def run_experiment(exp: Experiment, *, jobs: Optional[int] = None, cores: Option
     done = {key for key, _, commands, _ in nodes if all(is_done(exp, c) for c in commands)}
     todo = [n for n in nodes if n[0] not in done]
     total, finished = len([n for n in todo if n[0].startswith("unit-")]), 0
-    lock = threading.Lock()
 
     def work(commands: list[Command]) -> float:
         return sum(run_command(exp, c, threads=threads) for c in commands)
@@ -136,7 +133,8 @@ def run_experiment(exp: Experiment, *, jobs: Optional[int] = None, cores: Option
                     key, deps, commands, label = node
                     if all(d in done for d in deps):
                         todo.remove(node)
-                        info(f"{exp.name}: start {label}: {commands[-1].cmd if len(commands) == 1 else commands[-2].cmd}")
+                        shown = next((c.cmd for c in commands if c.key.startswith("train-")), commands[0].cmd)
+                        info(f"{exp.name}: start {label}: {shown}")
                         running[pool.submit(work, commands)] = node
                 if not running:
                     missing = sorted({d for _, deps, _, _ in todo for d in deps if d not in done})
@@ -150,11 +148,10 @@ def run_experiment(exp: Experiment, *, jobs: Optional[int] = None, cores: Option
                     error = error or future.exception()
                     continue
                 done.add(key)
-                with lock:
-                    if key.startswith("unit-"):
-                        finished += 1
-                        info(f"{exp.name}: {label}: done in {future.result():.0f} s ({finished}/{total} runs)")
-                    else:
-                        info(f"{exp.name}: {label}: done in {future.result():.0f} s")
+                if key.startswith("unit-"):
+                    finished += 1
+                    info(f"{exp.name}: {label}: done in {future.result():.0f} s ({finished}/{total} runs)")
+                else:
+                    info(f"{exp.name}: {label}: done in {future.result():.0f} s")
     if error is not None:
         raise error
