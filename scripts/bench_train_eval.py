@@ -223,8 +223,11 @@ def main() -> None:
     ap.add_argument("--eval-repeats", type=int, default=3, help="alternating runs of each multiple-choice scorer")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for every measured scorer and trainer (0: torch's default, one per core)")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = os.getloadavg()[0]
     command = "python scripts/bench_train_eval.py " + " ".join(sys.argv[1:])

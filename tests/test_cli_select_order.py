@@ -260,3 +260,24 @@ def test_not_writable_directory_by_permissions(cli, dataset, tmp_path):
     ro.chmod(0o555)
     res = cli("order", dataset, "-o", ro / "out", "--method", "shuffle")
     assert res.exit_code == 1 and "not writable" in res.stderr
+
+
+def test_console_script_loads_only_the_command_it_runs(dataset, tmp_path):
+    """`delt select` registers select alone, imports neither torch nor pandas, and still
+    works; `delt --help` lists every command; pandas stays importable afterwards."""
+    code = (
+        "import sys; from delt_cli.cli.main import main; "
+        f"rc = main(['--quiet', 'select', {str(dataset)!r}, '-o', {str(tmp_path / 'sel')!r}, '--by', 'score', '--top-r', '0.5']); "
+        "print(rc, 'torch' in sys.modules, 'pandas' in sys.modules, 'delt_cli.cli.score' in sys.modules); "
+        "import pyarrow as pa; import pandas; t = pa.table({'a': [1, 2]}); print(type(t.to_pandas()).__name__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2:] == ["0 False False False", "DataFrame"], proc.stdout
+    assert read_rows(tmp_path / "sel").num_rows == 100
+    helped = subprocess.run([*DELT, "--help"], capture_output=True, text=True, env=env)
+    assert helped.returncode == 0
+    for name in ("prepare", "score", "select", "order", "stats", "embed", "distill", "train", "eval", "report", "tasks", "assets"):
+        assert f" {name} " in helped.stdout, name

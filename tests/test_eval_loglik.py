@@ -86,3 +86,15 @@ def test_scores_equal_lm_evaluation_harness(tiny, items):
     assert [g for _, g in ours] == [bool(g) for _, g in theirs]
     assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in theirs], abs=2e-4)
     assert lm_eval is not None
+
+
+def test_cpu_batches_end_where_padding_would_exceed_a_tenth(tiny):
+    _, model, tok = tiny
+    scorer = LoglikScorer(model, tok, batch_size=8)
+    rows = list("abcdefg")
+    lengths = [100, 95, 91, 89, 50, 46, 10]
+    requests = [4, 4, 1, 1, 1, 1, 1]
+    batches = list(scorer._batches(rows, lengths, requests))
+    # a: 100; b joins (95 >= 90), c would bring 9 requests (> 8); c: 91, d: 89 >= 81.9; e: 50, f: 46 >= 45; g alone
+    assert batches == [["a", "b"], ["c", "d"], ["e", "f"], ["g"]]
+    assert [r for b in batches for r in b] == rows

@@ -2,7 +2,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from delt_cli.cli.app import app
+from delt_cli.cli.base import app
 from delt_cli.cli.common import IdColumnOpt, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, TextColumnOpt, current_run, emit, step
 from delt_cli.embedding import embed_dataset
 

@@ -3,7 +3,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from delt_cli.cli.app import app
+from delt_cli.cli.base import app
 from delt_cli.cli.common import COMMON, IdColumnOpt, OutputOpt, OverwriteOpt, TextColumnOpt, current_run, emit, step
 from delt_cli.prepare import prepare_dataset
 

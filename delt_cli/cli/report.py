@@ -3,7 +3,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from delt_cli.cli.app import app
+from delt_cli.cli.base import app
 from delt_cli.cli.common import emit, step
 from delt_cli.console import console
 from delt_cli.evaluation.report import collect, markdown, write_report

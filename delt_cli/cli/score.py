@@ -3,7 +3,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from delt_cli.cli.app import app
+from delt_cli.cli.base import app
 from delt_cli.cli.common import IdColumnOpt, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, SeedOpt, TextColumnOpt, current_run, emit, step
 from delt_cli.scoring.registry import FACTORIES, build_scorer
 from delt_cli.scoring.runner import score_dataset

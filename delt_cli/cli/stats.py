@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from delt_cli.cli.app import app
+from delt_cli.cli.base import app
 from delt_cli.cli.common import IdColumnOpt, InputArg, TextColumnOpt, emit, step
 from delt_cli.errors import DeltError
 from delt_cli.stats import plot, render, stats_command

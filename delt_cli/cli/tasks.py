@@ -3,7 +3,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from delt_cli.cli.app import app
+from delt_cli.cli.base import app
 from delt_cli.cli.common import emit, step
 from delt_cli.evaluation.tasks import DELT_TASKS, TASKS, build_task_files, default_tasks_dir
 

@@ -9,9 +9,9 @@ moves the full rows:
   shard, in two streaming passes. Pass 1 reads each input shard once, row
   group by row group, sorts the rows by destination and appends each output
   shard's rows as record batches to an Arrow IPC bucket file (no encoding).
-  Pass 2 reads each output shard's batches back and puts them in final order.
-  Memory: about one input shard per worker in pass 1 and one output shard per
-  worker in pass 2, plus 8 bytes per row for the destination index.
+  Pass 2 reads each output shard's batches back and writes them in final order,
+  a row group at a time. Memory: about one input row group per worker in pass 1
+  and one output shard (as read back, never copied whole) per worker in pass 2, plus 8 bytes per row for the destination index.
 
 Shards are independent, so both passes run on a small thread pool (Arrow
 releases the GIL while it decodes, compresses and writes); results are
@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from delt_cli.console import progress
 from delt_cli.dataset.reader import Dataset
-from delt_cli.dataset.writer import ShardWriter, shard_name, write_shard
+from delt_cli.dataset.writer import PARQUET_OPTIONS, ShardWriter, shard_name, write_shard
 
 POS = "__delt_pos"
 T = TypeVar("T")
@@ -168,15 +168,26 @@ def write_permuted(
                 pieces[j].append((scratch / f"bucket-{i:06d}.arrow", batches))
 
         def assemble(j: int) -> Path:
-            """Pass 2 for output shard j: gather its pieces and put them in final order."""
+            """Pass 2 for output shard j, one row group at a time: every bucket batch is sorted by
+            destination, so a row group's rows are one slice of each batch; they are merged and
+            put in order there. Memory: the shard's batches once, plus one row group."""
             batches = [open_bucket(path).get_batch(b) for path, ids in pieces[j] for b in ids]
-            table = pa.Table.from_batches(batches, schema=bucket_schema)
-            pos = table.column(POS).to_numpy()
-            table = table.drop_columns([POS])
-            if not np.all(pos[1:] > pos[:-1]):
-                table = table.combine_chunks().take(pa.array(np.argsort(pos, kind="stable")))
+            positions = [b.column(POS).to_numpy() for b in batches]
             path = directory / shard_name(j, n_out)
-            write_shard(table.replace_schema_metadata(dataset.schema.metadata), path, metadata)
+            step = PARQUET_OPTIONS["row_group_size"]
+            with ShardWriter(path, dataset.schema, metadata) as out:
+                for lo in range(int(boundaries[j]), min(int(boundaries[j + 1]), total), step):
+                    parts = []
+                    for batch, pos in zip(batches, positions):
+                        a, z = np.searchsorted(pos, [lo, lo + step])
+                        if z > a:
+                            parts.append(batch.slice(a, z - a))
+                    group = pa.Table.from_batches(parts, schema=bucket_schema)
+                    pos = group.column(POS).to_numpy()
+                    group = group.drop_columns([POS])
+                    if not np.all(pos[1:] > pos[:-1]):
+                        group = group.combine_chunks().take(pa.array(np.argsort(pos, kind="stable")))
+                    out.write(group)
             return path
 
         return parallel_map(assemble, n_out, "writing")

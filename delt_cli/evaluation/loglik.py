@@ -14,8 +14,8 @@ Speed: the requests of one item (a question and its choices) usually share a lon
 prefix. Each item becomes one packed row, the prefix once followed by every request's
 suffix, with a block attention mask and per-suffix position ids, so the prefix is computed
 once per item instead of once per choice; the output head (a vocabulary-sized matrix
-product) runs only at the scored positions. Rows are sorted by length before batching, so
-padding stays small.
+product) runs only at the scored positions. Rows are sorted by length before batching; on
+a CPU a batch also ends where padding would exceed 10% of a row, so padding stays small.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ class LoglikScorer:
     def _score_plain(self, requests: list[tuple[int, int]], encoded, results) -> None:
         """One padded forward pass per batch of whole requests, longest first."""
         requests = sorted(requests, key=lambda ij: -len(encoded[ij[0]][ij[1]].tokens))
-        for b in range(0, len(requests), self.batch_size):
-            batch = requests[b : b + self.batch_size]
+        lengths = [len(encoded[i][j].tokens) for i, j in requests]
+        for batch in self._batches(requests, lengths, [1] * len(requests)):
             ids, mask = _pad([encoded[i][j].tokens for i, j in batch], self.device)
             if self.body is None:
                 out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -117,15 +117,27 @@ class LoglikScorer:
         if self.body is None:
             self._score_plain([(i, j) for i in items for j in range(len(encoded[i]))], encoded, results)
             return
-        rows = sorted(items, key=lambda i: -(prefix[i] + sum(len(e.tokens) - prefix[i] for e in encoded[i])))
-        b = 0
-        while b < len(rows):
-            batch, n_requests = [], 0
-            while b < len(rows) and (not batch or n_requests + len(encoded[rows[b]]) <= self.batch_size):
-                batch.append(rows[b])
-                n_requests += len(encoded[rows[b]])
-                b += 1
+        width = {i: prefix[i] + sum(len(e.tokens) - prefix[i] for e in encoded[i]) for i in items}
+        rows = sorted(items, key=lambda i: -width[i])
+        for batch in self._batches(rows, [width[i] for i in rows], [len(encoded[i]) for i in rows]):
             self._packed_forward(batch, prefix, encoded, results)
+
+    def _batches(self, rows: list, lengths: list[int], requests: list[int]):
+        """Consecutive runs of `rows` (sorted longest first) holding at most batch_size requests.
+
+        On a CPU a row shorter than 90% of its batch's first row starts a new batch: there,
+        padding costs as much as real tokens and a smaller batch costs almost nothing (a GPU
+        prefers the bigger batch).
+        """
+        tight = self.device.type == "cpu"
+        start = 0
+        while start < len(rows):
+            end, n = start + 1, requests[start]
+            while end < len(rows) and n + requests[end] <= self.batch_size and not (tight and lengths[end] < 0.9 * lengths[start]):
+                n += requests[end]
+                end += 1
+            yield rows[start:end]
+            start = end
 
     def _packed_forward(self, batch: list[int], prefix: dict, encoded, results) -> None:
         layouts = []  # per row: tokens, positions, segment ids, and per request (start of its scored span, request index)
