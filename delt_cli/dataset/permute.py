@@ -29,7 +29,6 @@ from typing import Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from delt_cli.console import progress
 from delt_cli.dataset.reader import Dataset

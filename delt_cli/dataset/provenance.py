@@ -12,7 +12,6 @@ arguments give byte-identical shards.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from delt_cli import __version__
+from delt_cli.atomic import write_text_atomic
 
 MANIFEST_NAME = "manifest.json"
 METADATA_KEY = b"delt"
@@ -84,11 +84,7 @@ class RunInfo:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=False, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_manifest(directory: Path) -> dict | None:

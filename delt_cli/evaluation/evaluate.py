@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from delt_cli.atomic import open_atomic
 from delt_cli import __version__
 from delt_cli.console import info, progress
 from delt_cli.dataset import RunInfo
@@ -182,12 +183,9 @@ def evaluate_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output, out)
     if log_samples and samples:
-        path = output.with_suffix(".samples.jsonl")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with open_atomic(output.with_suffix(".samples.jsonl")) as fh:
             for name, rows in samples.items():
                 for row in rows:
                     fh.write(json.dumps({"task": name, **row}) + "\n")
-        os.replace(tmp, path)
     print_table(out)
     return output, out

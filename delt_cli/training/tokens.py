@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from delt_cli.atomic import open_atomic
 from delt_cli.console import info, progress
 from delt_cli.dataset import Dataset, Shard, read_shard
 from delt_cli.dataset.provenance import write_json_atomic
@@ -54,14 +54,8 @@ def token_dtype(vocab_size: int):
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with open_atomic(path, "wb") as fh:
+        np.save(fh, array)
 
 
 def tokenize_texts(tokenizer, texts: Sequence[Optional[str]], eos: int, dtype, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
