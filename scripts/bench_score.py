@@ -274,7 +274,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     flags = f" --threads {args.threads}" if args.threads else ""
     lines = ["## Scoring", "", f"Measured with `python scripts/bench_score.py {' '.join(args.parts)} --repeats {args.repeats}{flags}` on {os.cpu_count()} CPU cores "
-             f"(load average {load:.1f} at the start: other work was running on this shared machine, so absolute numbers are noisy; the ratios compare runs interleaved in the same period).", ""]
+             f"(load average {load:.1f} at the start{': other work was running on this shared machine, so absolute numbers are noisy' if load > 1.5 else ''}; the ratios compare runs interleaved in the same period).", ""]
     print("\n".join(lines), flush=True)
     for part in args.parts:
         part_lines = PARTS[part](args.repeats) + [""]

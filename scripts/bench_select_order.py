@@ -10,6 +10,7 @@ reference); wall time and peak RSS (ru_maxrss of the process) are measured.
     python scripts/bench_select_order.py --rows 1000000              # delt vs reference
     python scripts/bench_select_order.py --rows 10000000 --no-reference
     python scripts/bench_select_order.py --rows 1000000 --rows 10000000 --write-docs
+    python scripts/bench_select_order.py --rows 1000000 --codec zstd --codec lz4   # codecs side by side
 
 With --write-docs the table replaces the "Select and order" section of docs/benchmarks.md.
 """
@@ -100,22 +101,41 @@ def generate(directory: Path, n: int, jsonl: Path | None, seed: int = 0) -> None
         fh.close()
 
 
-def run(n: int, work: Path, reference: bool) -> dict:
+def median(xs: list[float]) -> float:
+    return float(np.median(xs))
+
+
+def run(n: int, work: Path, reference: bool, repeats: int, codecs: list[str]) -> dict:
+    """Median wall time (and max peak RSS) over `repeats` runs of delt, once per codec, and of the reference."""
     data = work / f"data-{n}"
     jsonl = work / f"data-{n}.jsonl" if reference else None
     t = time.perf_counter()
     generate(data, n, jsonl)
     gen = time.perf_counter() - t
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     delt = [sys.executable, "-m", "delt_cli", "--quiet"]
-    sel_t, sel_rss = measure([*delt, "select", str(data), "-o", str(work / "sel"), "--by", "score", "--top-r", "0.5"], env)
-    ord_t, ord_rss = measure([*delt, "order", str(work / "sel"), "-o", str(work / "ord"), "--method", "folding", "--by", "score"], env)
-    result = {"rows": n, "generate_s": gen, "delt_s": sel_t + ord_t, "delt_select_s": sel_t, "delt_order_s": ord_t, "delt_rss_mb": max(sel_rss, ord_rss)}
+    result = {"rows": n, "generate_s": gen, "repeats": repeats, "delt": {}}
+    for codec in codecs:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DELT_PARQUET_COMPRESSION": codec}
+        sel, ords, rss = [], [], []
+        for _ in range(repeats):
+            for p in ("sel", "ord"):
+                shutil.rmtree(work / p, ignore_errors=True)
+            sel_t, sel_rss = measure([*delt, "select", str(data), "-o", str(work / "sel"), "--by", "score", "--top-r", "0.5"], env)
+            ord_t, ord_rss = measure([*delt, "order", str(work / "sel"), "-o", str(work / "ord"), "--method", "folding", "--by", "score"], env)
+            sel.append(sel_t), ords.append(ord_t), rss.append(max(sel_rss, ord_rss))
+        totals = [a + b for a, b in zip(sel, ords)]
+        result["delt"][codec] = {
+            "s": median(totals), "select_s": median(sel), "order_s": median(ords), "rss_mb": max(rss),
+            "output_mb": sum(f.stat().st_size for f in (work / "ord").glob("*.parquet")) / 1e6,
+        }
     if reference:
-        rs_t, rs_rss = measure([sys.executable, "-c", REFERENCE_SELECT, str(jsonl), str(work / "ref-sel.jsonl"), "0.5"])
-        ro_t, ro_rss = measure([sys.executable, "-c", REFERENCE_ORDER, str(work / "ref-sel.jsonl"), str(work / "ref-ord.jsonl"), "3"])
-        result.update(ref_s=rs_t + ro_t, ref_rss_mb=max(rs_rss, ro_rss))
-        # Same rows in the same order: compare the ids of both outputs.
+        times, rss = [], []
+        for _ in range(repeats):
+            rs_t, rs_rss = measure([sys.executable, "-c", REFERENCE_SELECT, str(jsonl), str(work / "ref-sel.jsonl"), "0.5"])
+            ro_t, ro_rss = measure([sys.executable, "-c", REFERENCE_ORDER, str(work / "ref-sel.jsonl"), str(work / "ref-ord.jsonl"), "3"])
+            times.append(rs_t + ro_t), rss.append(max(rs_rss, ro_rss))
+        result.update(ref_s=median(times), ref_rss_mb=max(rss))
+        # Same rows in the same order: compare the ids of both outputs (of the last codec's run).
         ours = pl.read_parquet(str(work / "ord" / "*.parquet"), columns=["id"])["id"].to_list()
         theirs = [json.loads(line)["id"] for line in open(work / "ref-ord.jsonl")]
         result["same_output"] = ours == theirs
@@ -127,18 +147,23 @@ def run(n: int, work: Path, reference: bool) -> dict:
     return result
 
 
+def codec_label(codec: str) -> str:
+    return "zstd level 1 (default)" if codec == "zstd" else codec
+
+
 def table(results: list[dict]) -> str:
     lines = [
-        "| rows | delt select+order | delt rows/s | delt peak RSS | reference (JSONL, in memory) | reference rows/s | reference peak RSS | speed-up | memory ratio | same output |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rows | codec | delt select+order (median) | delt rows/s | delt peak RSS | output size | reference (JSONL, in memory) | reference rows/s | reference peak RSS | speed-up | memory ratio | same output |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ref = "ref_s" in r
-        lines.append(
-            f"| {r['rows']:,} | {r['delt_s']:.1f} s (select {r['delt_select_s']:.1f} + order {r['delt_order_s']:.1f}) | {r['rows'] / r['delt_s']:,.0f} | {r['delt_rss_mb']:,.0f} MB | "
-            + (f"{r['ref_s']:.1f} s | {r['rows'] / r['ref_s']:,.0f} | {r['ref_rss_mb']:,.0f} MB | {r['ref_s'] / r['delt_s']:.1f}x | {r['delt_rss_mb'] / r['ref_rss_mb']:.2f} | {r['same_output']} |"
-               if ref else "- | - | - | - | - | - |")
-        )
+        for codec, d in r["delt"].items():
+            lines.append(
+                f"| {r['rows']:,} | {codec_label(codec)} | {d['s']:.2f} s (select {d['select_s']:.2f} + order {d['order_s']:.2f}) | {r['rows'] / d['s']:,.0f} | {d['rss_mb']:,.0f} MB | {d['output_mb']:,.0f} MB | "
+                + (f"{r['ref_s']:.2f} s | {r['rows'] / r['ref_s']:,.0f} | {r['ref_rss_mb']:,.0f} MB | {r['ref_s'] / d['s']:.1f}x | {d['rss_mb'] / r['ref_rss_mb']:.2f} | {r['same_output']} |"
+                   if ref else "- | - | - | - | - | - |")
+            )
     return "\n".join(lines)
 
 
@@ -159,6 +184,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, action="append", help="number of documents (repeatable; default 1,000,000)")
     ap.add_argument("--no-reference", action="store_true", help="skip the in-memory JSONL reference")
     ap.add_argument("--reference-max-rows", type=int, default=2_000_000, help="run the reference only up to this size")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each side per size; the table shows medians (default 3)")
+    ap.add_argument("--codec", action="append", default=None, help="DELT_PARQUET_COMPRESSION values to time delt with (repeatable; default zstd)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
@@ -168,7 +195,7 @@ def main() -> None:
     results = []
     try:
         for n in sizes:
-            r = run(n, work, reference=not args.no_reference and n <= args.reference_max_rows)
+            r = run(n, work, reference=not args.no_reference and n <= args.reference_max_rows, repeats=args.repeats, codecs=args.codec or ["zstd"])
             print(json.dumps(r), file=sys.stderr)
             results.append(r)
     finally:
@@ -176,13 +203,15 @@ def main() -> None:
     text = table(results)
     if len(results) > 1:
         base, big = results[0], results[-1]
-        text += f"\n\nTime ratio {big['rows']:,} / {base['rows']:,} rows: {big['delt_s'] / base['delt_s']:.1f}x for {big['rows'] / base['rows']:.0f}x the rows."
-    cmd = "python scripts/bench_select_order.py " + " ".join(f"--rows {n}" for n in sizes) + (" --no-reference" if args.no_reference else "") + " --write-docs"
+        for codec in big["delt"]:
+            text += f"\n\nTime ratio {big['rows']:,} / {base['rows']:,} rows ({codec_label(codec)}): {big['delt'][codec]['s'] / base['delt'][codec]['s']:.1f}x for {big['rows'] / base['rows']:.0f}x the rows."
+    cmd = ("python scripts/bench_select_order.py " + " ".join(f"--rows {n}" for n in sizes) + "".join(f" --codec {c}" for c in args.codec or [])
+           + (f" --repeats {args.repeats}" if args.repeats != 3 else "") + (" --no-reference" if args.no_reference else "") + " --write-docs")
     text = (
         "## Select and order (`scripts/bench_select_order.py`)\n\n"
         f"`delt select --top-r 0.5` then `delt order --method folding` (two processes, Parquet shards of 100k rows, "
         f"~500 bytes of text per row) against the papers' approach (load JSONL into a list, sort, slice, write JSONL; "
-        f"also two processes), same documents, same run. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.\n"
+        f"also two processes), same documents, same run; medians of {args.repeats} runs of each. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.\n"
         f"Command: `{cmd}`\n\n" + text + "\n"
     )
     print(text)

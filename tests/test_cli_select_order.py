@@ -243,6 +243,13 @@ def test_bad_input(cli, tmp_path, case):
     assert tree_digest(d) == before  # input untouched
 
 
+def test_bad_codec_fails_before_any_output(cli, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("DELT_PARQUET_COMPRESSION", "zip")
+    res = cli("order", dataset, "-o", tmp_path / "out", "--method", "shuffle")
+    assert res.exit_code == 2 and "DELT_PARQUET_COMPRESSION='zip': expected one of zstd" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_debug_shows_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run([*DELT, "select", str(tmp_path / "nope"), "-o", str(tmp_path / "o"), "--by", "s", "--top-k", "1", "--debug"],

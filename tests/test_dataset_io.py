@@ -185,3 +185,31 @@ def test_filter_keeps_order_and_empty_result_has_schema(tmp_path):
     (empty,) = write_filtered(ds, np.zeros(30, dtype=bool), out2, {})
     assert pq.read_table(empty).num_rows == 0
     assert pq.read_schema(empty).names == ds.columns
+
+
+def test_documents_get_neither_dictionary_nor_statistics_labels_get_both(tmp_path):
+    n = 3000
+    table = pa.table(
+        {
+            "id": [f"d{i}" for i in range(n)],
+            "text": [f"document {i} " + "word " * 30 for i in range(n)],
+            "domain": ["news" if i % 3 else "wiki" for i in range(n)],
+            "score": np.arange(n, dtype=np.float64),
+        }
+    )
+    path = tmp_path / "s.parquet"
+    write_shard(table, path)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    columns = {meta.column(j).path_in_schema: meta.column(j) for j in range(meta.num_columns)}
+    assert not columns["text"].is_stats_set and columns["id"].is_stats_set and columns["score"].is_stats_set
+    assert "RLE_DICTIONARY" in columns["domain"].encodings and "RLE_DICTIONARY" not in columns["text"].encodings
+    assert pq.read_table(path).equals(table)
+
+
+@pytest.mark.parametrize("codec, expected", [("zstd", "ZSTD"), ("zstd:3", "ZSTD"), ("lz4", "LZ4"), ("snappy", "SNAPPY"), ("none", "UNCOMPRESSED")])
+def test_codec_from_environment(tmp_path, monkeypatch, codec, expected):
+    monkeypatch.setenv("DELT_PARQUET_COMPRESSION", codec)
+    table = pa.table({"id": ["a", "b"], "text": ["x y", "z"]})
+    write_shard(table, tmp_path / "s.parquet")
+    assert pq.ParquetFile(tmp_path / "s.parquet").metadata.row_group(0).column(1).compression == expected
+    assert pq.read_table(tmp_path / "s.parquet").equals(table)

@@ -23,6 +23,7 @@ from rich.markup import escape
 from delt_cli.config import check_keys, load_config
 from delt_cli.console import console
 from delt_cli.dataset.provenance import RunInfo
+from delt_cli.dataset.writer import compression_options
 from delt_cli.errors import DeltError
 
 COMMON = "Common options"
@@ -129,6 +130,7 @@ def step(fn: Callable) -> Callable:
         ctx = kwargs.pop("ctx")
         try:
             kwargs = _apply_config(ctx, fn, kwargs, config_path)
+            compression_options()  # a bad DELT_PARQUET_COMPRESSION fails before any work
             resolved = dict(kwargs)
             if config_path is not None:
                 resolved["config"] = str(config_path)

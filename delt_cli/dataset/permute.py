@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from delt_cli.console import progress
 from delt_cli.dataset.reader import Dataset
-from delt_cli.dataset.writer import PARQUET_OPTIONS, ShardWriter, shard_name, write_shard
+from delt_cli.dataset.writer import ROW_GROUP_SIZE, ShardWriter, shard_name, write_shard
 
 POS = "__delt_pos"
 T = TypeVar("T")
@@ -173,7 +173,7 @@ def write_permuted(
             batches = [open_bucket(path).get_batch(b) for path, ids in pieces[j] for b in ids]
             positions = [b.column(POS).to_numpy() for b in batches]
             path = directory / shard_name(j, n_out)
-            step = PARQUET_OPTIONS["row_group_size"]
+            step = ROW_GROUP_SIZE
             with ShardWriter(path, dataset.schema, metadata) as out:
                 for lo in range(int(boundaries[j]), min(int(boundaries[j + 1]), total), step):
                     parts = []

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from delt_cli.dataset.keys import group_codes, hash64
 from delt_cli.errors import DeltError
 
 GLOB_CHARS = set("*?[")
@@ -234,12 +234,10 @@ class Dataset:
     def read_groups(self, column: str, *, flag: str = "--group-by") -> tuple[np.ndarray, list]:
         """Integer group codes per row (distinct values sorted -> 0, 1, ...) and the group values."""
         self.require(column, flag=flag)
-        series = pl.from_arrow(self.read_column(column))
-        if series.null_count():
-            raise DeltError(f"{flag} '{column}' has {series.null_count()} null value(s) in {self.spec}")
-        names = series.unique().sort().to_list()
-        codes = (series.rank("dense").cast(pl.Int64) - 1).to_numpy() if len(series) else np.zeros(0, np.int64)
-        return codes, names
+        values = self.read_column(column)
+        if values.null_count:
+            raise DeltError(f"{flag} '{column}' has {values.null_count} null value(s) in {self.spec}")
+        return group_codes(values)
 
     def check_ids(self) -> None:
         """Fail on a missing id column, null ids or duplicate ids (checked on 64-bit hashes, confirmed exactly)."""
@@ -247,34 +245,33 @@ class Dataset:
         hashes = []
         for shard in self.shards:
             for table in self.iter_row_groups(shard, [self.id_column]):
-                series = pl.from_arrow(table.column(self.id_column))
-                if series.null_count():
-                    raise DeltError(f"{shard.path}: id column '{self.id_column}' has {series.null_count()} null value(s)")
-                hashes.append(series.hash(seed=0).to_numpy())
+                ids = table.column(self.id_column)
+                if ids.null_count:
+                    raise DeltError(f"{shard.path}: id column '{self.id_column}' has {ids.null_count} null value(s)")
+                hashes.append(hash64(ids))
         if not hashes:
             return
         all_hashes = np.concatenate(hashes)
-        per_shard = np.cumsum([0] + [s.num_rows for s in self.shards])
         sorted_hashes = np.sort(all_hashes)
         dup_hashes = np.unique(sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]])
         if len(dup_hashes) == 0:
             return
-        # Confirm on the real values (a 64-bit hash collision is possible, if unlikely).
-        candidates = pl.concat(
-            [
-                pl.from_arrow(t.column(self.id_column)).to_frame("id").with_columns(pl.lit(s.name).alias("shard"))
-                .filter(pl.Series(all_hashes[per_shard[i] : per_shard[i + 1]]).is_in(dup_hashes.tolist()))
-                for i, (s, t) in enumerate(self.iter_tables([self.id_column]))
-            ]
-        )
-        dups = candidates.filter(pl.col("id").is_duplicated())
-        if dups.height:
-            first = dups.row(0)[0]
-            where = sorted(set(dups.filter(pl.col("id") == first)["shard"].to_list()))
-            n = dups["id"].n_unique()
+        # Confirm on the real values (for strings a hash collision is possible, if unlikely):
+        # only the rows whose hash repeats are read as Python values.
+        where: dict = {}
+        start = 0
+        for shard in self.shards:
+            for table in self.iter_row_groups(shard, [self.id_column]):
+                suspect = np.isin(all_hashes[start : start + table.num_rows], dup_hashes)
+                start += table.num_rows
+                for value in table.column(self.id_column).filter(pa.array(suspect)).to_pylist():
+                    where.setdefault(value, []).append(shard.name)
+        dups = [value for value, shards in where.items() if len(shards) > 1]
+        if dups:
+            first = dups[0]
             raise DeltError(
-                f"id column '{self.id_column}' in {self.spec} has {n} duplicated value(s), "
-                f"e.g. {first!r} (in {', '.join(where)})"
+                f"id column '{self.id_column}' in {self.spec} has {len(dups)} duplicated value(s), "
+                f"e.g. {first!r} (in {', '.join(sorted(set(where[first])))})"
             )
 
 

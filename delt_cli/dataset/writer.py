@@ -38,25 +38,58 @@ from delt_cli.errors import DeltError, UsageError
 # Derived caches that describe a schema we may have changed; dropped on write.
 STALE_METADATA = {b"pandas", b"huggingface", METADATA_KEY}
 
-PARQUET_OPTIONS = dict(compression="zstd", row_group_size=16384, write_statistics=True)
+ROW_GROUP_SIZE = 16384
+CODECS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
 
 
-def dictionary_columns(table: pa.Table, sample: int = 2048) -> list[str]:
-    """Columns worth dictionary-encoding: all but strings/binaries that look mostly unique.
+def compression_options() -> dict:
+    """The Parquet codec: DELT_PARQUET_COMPRESSION = zstd (the default, level 1), zstd:LEVEL,
+    lz4, snappy, gzip, brotli or none.
+
+    zstd level 1 rather than Arrow's default 3: writing, the largest cost of select and
+    order, was about 25% faster for files ~15% larger on real text. lz4 and snappy write
+    and read faster still for files about twice as large (docs/benchmarks.md, "Select
+    and order"); a choice for intermediate datasets on a fast disk.
+    """
+    spec = os.environ.get("DELT_PARQUET_COMPRESSION", "zstd").strip().lower()
+    codec, _, level = spec.partition(":")
+    if codec not in CODECS or (level and (codec not in ("zstd", "gzip", "brotli") or not level.lstrip("-").isdigit())):
+        raise UsageError(f"DELT_PARQUET_COMPRESSION={spec!r}: expected one of {', '.join(CODECS)}, or zstd, gzip or brotli with :LEVEL")
+    if codec == "zstd" and not level:
+        level = "1"
+    return dict(compression=codec, compression_level=int(level) if level else None)
+
+
+# Strings longer than this on average (documents, not labels or ids) get no min/max statistics.
+LONG_STRING_BYTES = 64
+
+
+def _is_stringlike(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def column_encodings(table: pa.Table, sample: int = 2048) -> dict:
+    """Per-column `use_dictionary` and `write_statistics` for pyarrow's Parquet writer.
 
     Arrow tries a dictionary for every column by default and falls back after the
     dictionary page fills up; for text and ids that costs time on write and read and
-    saves nothing.
+    saves nothing, so strings that look mostly unique in the first `sample` rows get
+    none. Min/max statistics of documents prune nothing and cost a comparison per
+    value, so strings longer than LONG_STRING_BYTES on average get none either.
+    Decided from the first rows only, so the choice is deterministic.
     """
-    keep = []
+    dictionary, statistics = [], []
     for name, column in zip(table.column_names, table.columns):
-        t = column.type
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            head = column.slice(0, sample)
-            if len(head) and len(pa.compute.unique(head)) > len(head) // 2:
-                continue
-        keep.append(name)
-    return keep
+        head = column.slice(0, sample)
+        if _is_stringlike(column.type) and len(head):
+            if len(pa.compute.unique(head)) <= len(head) // 2:
+                dictionary.append(name)
+            if (pa.compute.mean(pa.compute.binary_length(head)).as_py() or 0) <= LONG_STRING_BYTES:
+                statistics.append(name)
+        else:
+            dictionary.append(name)
+            statistics.append(name)
+    return dict(use_dictionary=dictionary, write_statistics=statistics)
 
 
 def shard_name(index: int, total: int, prefix: str = "part") -> str:
@@ -76,7 +109,7 @@ def write_shard(table: pa.Table, path: Path, metadata: dict[bytes, bytes] | None
     table = table.replace_schema_metadata(_with_metadata(table.schema, metadata).metadata)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp, use_dictionary=dictionary_columns(table), **PARQUET_OPTIONS)
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **column_encodings(table), **compression_options())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -86,7 +119,7 @@ def write_shard(table: pa.Table, path: Path, metadata: dict[bytes, bytes] | None
 
 class ShardWriter:
     """Stream tables into one shard, atomically: rows are buffered into row groups of
-    PARQUET_OPTIONS['row_group_size'], written to a temporary file, renamed on `close()`.
+    ROW_GROUP_SIZE rows, written to a temporary file, renamed on `close()`.
 
     Used as a context manager; on an exception the temporary file is removed.
     """
@@ -105,7 +138,7 @@ class ShardWriter:
             return
         self._pending.append(table.replace_schema_metadata(self.schema.metadata))
         self._pending_rows += table.num_rows
-        if self._pending_rows >= PARQUET_OPTIONS["row_group_size"]:
+        if self._pending_rows >= ROW_GROUP_SIZE:
             self._flush()
 
     def _flush(self) -> None:
@@ -113,16 +146,15 @@ class ShardWriter:
             return
         table = pa.concat_tables(self._pending)
         if self._writer is None:
-            options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
-            self._writer = pq.ParquetWriter(self.tmp, self.schema, use_dictionary=dictionary_columns(table), **options)
-        self._writer.write_table(table, row_group_size=PARQUET_OPTIONS["row_group_size"])
+            self._writer = pq.ParquetWriter(self.tmp, self.schema, **column_encodings(table), **compression_options())
+        self._writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
         self.rows += table.num_rows
         self._pending, self._pending_rows = [], 0
 
     def close(self) -> int:
         self._flush()
         if self._writer is None:  # no rows: an empty shard with the schema
-            pq.write_table(self.schema.empty_table(), self.tmp, **PARQUET_OPTIONS)
+            pq.write_table(self.schema.empty_table(), self.tmp, **compression_options())
         else:
             self._writer.close()
         os.replace(self.tmp, self.path)
