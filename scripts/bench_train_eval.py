@@ -233,8 +233,9 @@ def main() -> None:
     command = "python scripts/bench_train_eval.py " + " ".join(sys.argv[1:])
     footer = (
         f"\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; 1-minute load average {load:.1f} at the start (other work shares this machine, so "
-        f"absolute figures are noisy; each ratio compares runs made one after the other in the same process). Command: `{command.strip()}`.\n"
+        f"{torch.get_num_threads()} threads; 1-minute load average {load:.1f} at the start ("
+        + ("other work shared this machine, so absolute figures are noisy; " if load > 1.5 else "")
+        + f"each ratio compares runs made one after the other in the same process). Command: `{command.strip()}`.\n"
     )
     for key, skip, bench in (("train", args.skip_train, bench_training), ("eval", args.skip_eval, bench_eval)):
         if skip:

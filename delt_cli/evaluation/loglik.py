@@ -102,12 +102,15 @@ class LoglikScorer:
             ids, mask = _pad([encoded[i][j].tokens for i, j in batch], self.device)
             if self.body is None:
                 out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            else:  # the head only at the scored positions
-                out = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            for row, (i, j) in enumerate(batch):
-                e = encoded[i][j]
-                span = out[row, e.first_scored : len(e.tokens)]
-                results[i][j] = _continuation_score(span if self.body is None else self.head(span), e.targets)
+                for row, (i, j) in enumerate(batch):
+                    e = encoded[i][j]
+                    results[i][j] = _continuation_score(out[row, e.first_scored : len(e.tokens)], e.targets)
+                continue
+            # the head only at the scored positions, for the whole batch at once
+            hidden = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            spans = [(row, encoded[i][j].first_scored, encoded[i][j].targets) for row, (i, j) in enumerate(batch)]
+            for (i, j), score in zip(batch, _score_spans(self.head, hidden, spans)):
+                results[i][j] = score
 
     def _score_shared(self, items: list[int], prefix: dict, encoded, results) -> None:
         """Each item as one packed row: its shared prefix once, then every request's suffix, with
@@ -166,11 +169,13 @@ class LoglikScorer:
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
         hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device), use_cache=False).last_hidden_state
+        where, spans = [], []
         for r, i in enumerate(batch):
             for start, j in layouts[r][3]:
-                e = encoded[i][j]
-                logits = self.head(hidden[r, start : start + len(e.targets)])
-                results[i][j] = _continuation_score(logits, e.targets)
+                where.append((i, j))
+                spans.append((r, start, encoded[i][j].targets))
+        for (i, j), score in zip(where, _score_spans(self.head, hidden, spans)):
+            results[i][j] = score
 
 
 def _body_and_head(model):
@@ -194,6 +199,24 @@ def _prefix_len(requests: list[Encoded]) -> int:
     while n < limit and all(len(e.tokens) > n and e.tokens[n] == first[n] for e in requests):
         n += 1
     return n
+
+
+def _score_spans(head, hidden: torch.Tensor, spans: list[tuple[int, int, list[int]]], chunk: int = 1024) -> list[tuple[float, bool]]:
+    """(log-likelihood, is_greedy) of each (row, first position, target tokens) span of `hidden`:
+    the output head and log-softmax run once over all the spans' positions (at most `chunk`
+    positions at a time), not once per request: many small matrix products use two cores badly."""
+    rows = torch.cat([torch.full((len(t),), r, dtype=torch.long) for r, _, t in spans]).to(hidden.device)
+    cols = torch.cat([torch.arange(s, s + len(t)) for _, s, t in spans]).to(hidden.device)
+    targets = torch.tensor([x for _, _, t in spans for x in t], device=hidden.device)
+    picked = hidden[rows, cols]
+    ll = torch.empty(len(targets), dtype=torch.float64, device=hidden.device)
+    hit = torch.empty(len(targets), dtype=torch.bool, device=hidden.device)
+    for a in range(0, len(targets), chunk):
+        logprobs = torch.log_softmax(head(picked[a : a + chunk]).float(), dim=-1)
+        ll[a : a + chunk] = logprobs.gather(1, targets[a : a + chunk, None])[:, 0].double()
+        hit[a : a + chunk] = logprobs.argmax(dim=-1) == targets[a : a + chunk]
+    sizes = [len(t) for _, _, t in spans]
+    return [(float(x.sum()), bool(h.all())) for x, h in zip(ll.cpu().split(sizes), hit.cpu().split(sizes))]
 
 
 def _continuation_score(logits: torch.Tensor, targets: list[int]) -> tuple[float, bool]:
