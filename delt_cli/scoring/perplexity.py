@@ -98,21 +98,22 @@ class PerplexityScorer:
         n_tok = np.zeros(len(docs), dtype=np.int64)
         batches = length_batches([len(r.ids) for r in rows], batch_tokens=self.batch_tokens)
 
-        def run(batch: np.ndarray):
+        def run(batch: np.ndarray) -> None:
             ids, lengths = pad_batch([rows[i].ids for i in batch], self.pad_id, self.device)
             score_from = torch.tensor([rows[i].score_from for i in batch], device=self.device)
             with torch.inference_mode():
                 sums, counts = token_nll(self.parts, ids, lengths, score_from=score_from, chunk_rows=self.head_chunk)
-            sums, counts = sums.cpu().numpy(), counts.cpu().numpy()
+            # Accumulate now and keep no tensor of this batch: small tensors kept alive across
+            # batches pinned glibc heap memory between the large freed logits, and peak RSS grew
+            # by ~25 MB per batch (4 GB for 1,000 short documents under a tiny model).
+            doc_idx = np.asarray([rows[i].doc for i in batch])
+            np.add.at(nll_sum, doc_idx, sums.cpu().numpy())
+            np.add.at(n_tok, doc_idx, counts.cpu().numpy())
             if self.on_progress:
                 first_windows = sum(1 for i in batch if rows[i].score_from == 1)
                 self.on_progress(first_windows, int(counts.sum()))
-            return sums, counts
 
-        for batch, (sums, counts) in self.backoff.run(batches, run):
-            doc_idx = np.asarray([rows[i].doc for i in batch])
-            np.add.at(nll_sum, doc_idx, sums)
-            np.add.at(n_tok, doc_idx, counts)
+        self.backoff.run(batches, run)
         valid = n_tok > 0
         mean = np.where(valid, nll_sum / np.maximum(n_tok, 1), np.nan)
         bad = valid & ~np.isfinite(mean)
