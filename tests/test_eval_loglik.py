@@ -98,3 +98,22 @@ def test_cpu_batches_end_where_padding_would_exceed_a_tenth(tiny):
     # a: 100; b joins (95 >= 90), c would bring 9 requests (> 8); c: 91, d: 89 >= 81.9; e: 50, f: 46 >= 45; g alone
     assert batches == [["a", "b"], ["c", "d"], ["e", "f"], ["g"]]
     assert [r for b in batches for r in b] == rows
+
+
+def test_soft_capped_head_scores_from_the_models_own_logits(tiny, items):
+    """A model whose head does more than a linear map (Gemma-2's logit soft-capping) is scored
+    from its full logits, through the same batched span scoring; equal to one request at a time."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    _, _, tok = tiny
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=1, head_dim=16, final_logit_softcapping=3.0, max_position_embeddings=256)
+    model = Gemma2ForCausalLM(config).eval()
+    scorer = LoglikScorer(model, tok, batch_size=5)
+    assert scorer.body is None
+    for item, scores in zip(items, scorer.score(items)):
+        for (context, continuation), (ll, greedy) in zip(item, scores):
+            ref_ll, ref_greedy = reference_loglik(model, scorer.encode(context, continuation))
+            assert ll == pytest.approx(ref_ll, abs=2e-4)
+            assert greedy == ref_greedy

@@ -24,6 +24,11 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _powers = np.ones(1, dtype=np.uint64)
 
 
+def is_stringlike(t: pa.DataType) -> bool:
+    """String or binary, 32- or 64-bit offsets."""
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: a bijection on uint64 that spreads every input bit."""
     z = x + _GOLDEN
@@ -71,7 +76,7 @@ def hash64(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_null(t):  # only nulls (the caller rejects them), or an empty column of unknown type
         return np.zeros(len(array), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        if is_stringlike(t):
             return _hash_bytes(array)
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t):
             if pa.types.is_boolean(t):

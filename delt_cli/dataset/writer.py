@@ -32,6 +32,7 @@ from delt_cli.dataset.provenance import (
     shard_provenance,
     write_json_atomic,
 )
+from delt_cli.dataset.keys import is_stringlike
 from delt_cli.dataset.reader import Dataset, Shard
 from delt_cli.errors import DeltError, UsageError
 
@@ -64,10 +65,6 @@ def compression_options() -> dict:
 LONG_STRING_BYTES = 64
 
 
-def _is_stringlike(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-
 def column_encodings(table: pa.Table, sample: int = 2048) -> dict:
     """Per-column `use_dictionary` and `write_statistics` for pyarrow's Parquet writer.
 
@@ -81,7 +78,7 @@ def column_encodings(table: pa.Table, sample: int = 2048) -> dict:
     dictionary, statistics = [], []
     for name, column in zip(table.column_names, table.columns):
         head = column.slice(0, sample)
-        if _is_stringlike(column.type) and len(head):
+        if is_stringlike(column.type) and len(head):
             if len(pa.compute.unique(head)) <= len(head) // 2:
                 dictionary.append(name)
             if (pa.compute.mean(pa.compute.binary_length(head)).as_py() or 0) <= LONG_STRING_BYTES:

@@ -100,16 +100,12 @@ class LoglikScorer:
         lengths = [len(encoded[i][j].tokens) for i, j in requests]
         for batch in self._batches(requests, lengths, [1] * len(requests)):
             ids, mask = _pad([encoded[i][j].tokens for i, j in batch], self.device)
-            if self.body is None:
-                out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                for row, (i, j) in enumerate(batch):
-                    e = encoded[i][j]
-                    results[i][j] = _continuation_score(out[row, e.first_scored : len(e.tokens)], e.targets)
-                continue
-            # the head only at the scored positions, for the whole batch at once
-            hidden = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            if self.body is None:  # the model's own logits (its head does more than a linear map)
+                out, head = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits, torch.nn.Identity()
+            else:  # the head only at the scored positions
+                out, head = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state, self.head
             spans = [(row, encoded[i][j].first_scored, encoded[i][j].targets) for row, (i, j) in enumerate(batch)]
-            for (i, j), score in zip(batch, _score_spans(self.head, hidden, spans)):
+            for (i, j), score in zip(batch, _score_spans(head, out, spans)):
                 results[i][j] = score
 
     def _score_shared(self, items: list[int], prefix: dict, encoded, results) -> None:
@@ -202,8 +198,8 @@ def _prefix_len(requests: list[Encoded]) -> int:
 
 
 def _score_spans(head, hidden: torch.Tensor, spans: list[tuple[int, int, list[int]]], chunk: int = 1024) -> list[tuple[float, bool]]:
-    """(log-likelihood, is_greedy) of each (row, first position, target tokens) span of `hidden`:
-    the output head and log-softmax run once over all the spans' positions (at most `chunk`
+    """(log-likelihood, is_greedy) of each (row, first position, target tokens) span of `hidden`
+    (hidden states with the output `head`, or logits with an identity head): the output head and log-softmax run once over all the spans' positions (at most `chunk`
     positions at a time), not once per request: many small matrix products use two cores badly."""
     rows = torch.cat([torch.full((len(t),), r, dtype=torch.long) for r, _, t in spans]).to(hidden.device)
     cols = torch.cat([torch.arange(s, s + len(t)) for _, s, t in spans]).to(hidden.device)
@@ -217,14 +213,6 @@ def _score_spans(head, hidden: torch.Tensor, spans: list[tuple[int, int, list[in
         hit[a : a + chunk] = logprobs.argmax(dim=-1) == targets[a : a + chunk]
     sizes = [len(t) for _, _, t in spans]
     return [(float(x.sum()), bool(h.all())) for x, h in zip(ll.cpu().split(sizes), hit.cpu().split(sizes))]
-
-
-def _continuation_score(logits: torch.Tensor, targets: list[int]) -> tuple[float, bool]:
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    target = torch.tensor(targets, device=logits.device)
-    ll = logprobs.gather(1, target[:, None]).sum().item()
-    greedy = bool((logprobs.argmax(dim=-1) == target).all().item())
-    return ll, greedy
 
 
 def _pad(sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
