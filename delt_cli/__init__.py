@@ -5,11 +5,8 @@ Every command-line step is a thin layer over a function in this package, so
 the same pipeline can be driven from Python.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("delt_cli")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+# The one place the version is written: pyproject.toml reads it from here (a literal, so
+# that `import delt_cli` does not pay ~30 ms for importlib.metadata on every command).
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from delt_cli.errors import DeltError
 
 
@@ -20,21 +18,27 @@ def normalize_key(key: str) -> str:
     return str(key).strip().lstrip("-").replace("-", "_")
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+def _strict_loader():
+    """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one).
 
+    Built on first use: yaml is imported only when a --config file is given.
+    """
+    import yaml
 
-def _mapping_without_duplicates(loader, node, deep=False):
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+    class StrictLoader(yaml.SafeLoader):
+        pass
 
+    def mapping_without_duplicates(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping_without_duplicates)
+    return StrictLoader
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -42,8 +46,10 @@ def load_config(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DeltError(f"--config {path}: no such file")
+    import yaml
+
     try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+        data = yaml.load(path.read_text(), Loader=_strict_loader())
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         mark = getattr(exc, "problem_mark", None)

@@ -155,7 +155,7 @@ def order_dataset(
         extra = {"ordering": {"method": method, "by": by, "folds": folds if method == "folding" else None,
                               "descending": descending, "seed": seed if method == "shuffle" else None,
                               "group_by": group_by, "rows_in": n, "rows_out": int(len(order)), "shard_rows": shard_rows}}
-        manifest = stage.finish(extra=extra)
+        manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
     info(f"ordered {len(order):,} rows ({method}{' by ' + by if by and method != 'shuffle' else ''}"
          f"{', L=' + str(folds) if method == 'folding' else ''}{', grouped by ' + group_by if group_by else ''})")
     return manifest

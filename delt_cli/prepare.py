@@ -270,7 +270,7 @@ def prepare_dataset(
             schema = pa.schema([(id_column, pa.string()), (text_column, pa.string())])
         acc.close(schema)
         _check_unique_ids(stage.path, id_column)
-        manifest = stage.finish(extra={"prepare": stats})
+        manifest = stage.finish(extra={"prepare": stats}, unique_ids=id_column)
     info(
         f"wrote {stats['rows_written']:,} rows from {stats['sources']} source(s); "
         f"dropped {stats['empty_dropped']:,} empty text(s)"

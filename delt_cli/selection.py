@@ -261,7 +261,7 @@ def select_dataset(
             extra["selection"]["rows_null_skipped"] = int(n - valid.sum())
         if groups is not None:
             extra["selection"]["groups"] = _group_counts(group_names, groups, keep)
-        manifest = stage.finish(extra=extra)
+        manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
     info(f"kept {kept:,} of {n:,} rows ({rule.describe()}{', by ' + by if by else ''})")
     return manifest
 

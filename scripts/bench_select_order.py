@@ -106,35 +106,46 @@ def median(xs: list[float]) -> float:
 
 
 def run(n: int, work: Path, reference: bool, repeats: int, codecs: list[str]) -> dict:
-    """Median wall time (and max peak RSS) over `repeats` runs of delt, once per codec, and of the reference."""
+    """Medians over `repeats` rounds; each round runs delt once per codec, then the reference.
+
+    Interleaving matters on a shared machine whose speed drifts by tens of percent over a
+    minute: the speed-up is the median of the per-round ratios, each taken from runs made
+    seconds apart, not a ratio of medians gathered minutes apart.
+    """
     data = work / f"data-{n}"
     jsonl = work / f"data-{n}.jsonl" if reference else None
     t = time.perf_counter()
     generate(data, n, jsonl)
     gen = time.perf_counter() - t
     delt = [sys.executable, "-m", "delt_cli", "--quiet"]
-    result = {"rows": n, "generate_s": gen, "repeats": repeats, "delt": {}}
-    for codec in codecs:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DELT_PARQUET_COMPRESSION": codec}
-        sel, ords, rss = [], [], []
-        for _ in range(repeats):
+    runs: dict[str, dict[str, list[float]]] = {c: {"select": [], "order": [], "rss": []} for c in codecs}
+    ref_times, ref_rss = [], []
+    sizes = {}
+    for _ in range(repeats):
+        for codec in codecs:
+            env = {**os.environ, "PYTHONPATH": str(REPO), "DELT_PARQUET_COMPRESSION": codec}
             for p in ("sel", "ord"):
                 shutil.rmtree(work / p, ignore_errors=True)
             sel_t, sel_rss = measure([*delt, "select", str(data), "-o", str(work / "sel"), "--by", "score", "--top-r", "0.5"], env)
             ord_t, ord_rss = measure([*delt, "order", str(work / "sel"), "-o", str(work / "ord"), "--method", "folding", "--by", "score"], env)
-            sel.append(sel_t), ords.append(ord_t), rss.append(max(sel_rss, ord_rss))
-        totals = [a + b for a, b in zip(sel, ords)]
-        result["delt"][codec] = {
-            "s": median(totals), "select_s": median(sel), "order_s": median(ords), "rss_mb": max(rss),
-            "output_mb": sum(f.stat().st_size for f in (work / "ord").glob("*.parquet")) / 1e6,
-        }
-    if reference:
-        times, rss = [], []
-        for _ in range(repeats):
+            r = runs[codec]
+            r["select"].append(sel_t), r["order"].append(ord_t), r["rss"].append(max(sel_rss, ord_rss))
+            sizes[codec] = sum(f.stat().st_size for f in (work / "ord").glob("*.parquet")) / 1e6
+        if reference:
             rs_t, rs_rss = measure([sys.executable, "-c", REFERENCE_SELECT, str(jsonl), str(work / "ref-sel.jsonl"), "0.5"])
             ro_t, ro_rss = measure([sys.executable, "-c", REFERENCE_ORDER, str(work / "ref-sel.jsonl"), str(work / "ref-ord.jsonl"), "3"])
-            times.append(rs_t + ro_t), rss.append(max(rs_rss, ro_rss))
-        result.update(ref_s=median(times), ref_rss_mb=max(rss))
+            ref_times.append(rs_t + ro_t), ref_rss.append(max(rs_rss, ro_rss))
+    result = {"rows": n, "generate_s": gen, "repeats": repeats, "delt": {}}
+    for codec, r in runs.items():
+        totals = [a + b for a, b in zip(r["select"], r["order"])]
+        result["delt"][codec] = {
+            "s": median(totals), "select_s": median(r["select"]), "order_s": median(r["order"]), "rss_mb": max(r["rss"]),
+            "output_mb": sizes[codec], "totals": totals,
+        }
+        if reference:
+            result["delt"][codec]["speedup"] = median([ref / ours for ref, ours in zip(ref_times, totals)])
+    if reference:
+        result.update(ref_s=median(ref_times), ref_rss_mb=max(ref_rss), ref_totals=ref_times)
         # Same rows in the same order: compare the ids of both outputs (of the last codec's run).
         ours = pl.read_parquet(str(work / "ord" / "*.parquet"), columns=["id"])["id"].to_list()
         theirs = [json.loads(line)["id"] for line in open(work / "ref-ord.jsonl")]
@@ -153,7 +164,7 @@ def codec_label(codec: str) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| rows | codec | delt select+order (median) | delt rows/s | delt peak RSS | output size | reference (JSONL, in memory) | reference rows/s | reference peak RSS | speed-up | memory ratio | same output |",
+        "| rows | codec | delt select+order (median) | delt rows/s | delt peak RSS | output size | reference (JSONL, in memory) | reference rows/s | reference peak RSS | speed-up (median of rounds) | memory ratio | same output |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -161,7 +172,7 @@ def table(results: list[dict]) -> str:
         for codec, d in r["delt"].items():
             lines.append(
                 f"| {r['rows']:,} | {codec_label(codec)} | {d['s']:.2f} s (select {d['select_s']:.2f} + order {d['order_s']:.2f}) | {r['rows'] / d['s']:,.0f} | {d['rss_mb']:,.0f} MB | {d['output_mb']:,.0f} MB | "
-                + (f"{r['ref_s']:.2f} s | {r['rows'] / r['ref_s']:,.0f} | {r['ref_rss_mb']:,.0f} MB | {r['ref_s'] / d['s']:.1f}x | {d['rss_mb'] / r['ref_rss_mb']:.2f} | {r['same_output']} |"
+                + (f"{r['ref_s']:.2f} s | {r['rows'] / r['ref_s']:,.0f} | {r['ref_rss_mb']:,.0f} MB | {d['speedup']:.1f}x | {d['rss_mb'] / r['ref_rss_mb']:.2f} | {r['same_output']} |"
                    if ref else "- | - | - | - | - | - |")
             )
     return "\n".join(lines)
@@ -211,7 +222,8 @@ def main() -> None:
         "## Select and order (`scripts/bench_select_order.py`)\n\n"
         f"`delt select --top-r 0.5` then `delt order --method folding` (two processes, Parquet shards of 100k rows, "
         f"~500 bytes of text per row) against the papers' approach (load JSONL into a list, sort, slice, write JSONL; "
-        f"also two processes), same documents, same run; medians of {args.repeats} runs of each. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.\n"
+        f"also two processes), same documents, same run; {args.repeats} rounds, each running delt then the reference; times are medians, "
+        f"the speed-up is the median of the rounds' ratios. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.\n"
         f"Command: `{cmd}`\n\n" + text + "\n"
     )
     print(text)

@@ -213,3 +213,57 @@ def test_codec_from_environment(tmp_path, monkeypatch, codec, expected):
     write_shard(table, tmp_path / "s.parquet")
     assert pq.ParquetFile(tmp_path / "s.parquet").metadata.row_group(0).column(1).compression == expected
     assert pq.read_table(tmp_path / "s.parquet").equals(table)
+
+
+def test_checked_ids_travel_in_the_manifest_and_are_checked_again_when_shards_change(tmp_path):
+    from delt_cli.ordering import order_dataset
+    from delt_cli.scoring.registry import build_scorer
+    from delt_cli.scoring.runner import score_dataset
+    from delt_cli.selection import Rule, select_dataset
+
+    raw = write_dataset(tmp_path / "raw", 40, shards=2)
+    assert not open_dataset(raw).ids_verified()  # written by hand: no manifest
+    sel = tmp_path / "sel"
+    select_dataset(raw, sel, by="score", rule=Rule("top_r", 0.75))
+    assert read_manifest(sel)["checks"] == {"unique_ids": "id"}
+    assert open_dataset(sel).ids_verified()
+    assert not open_dataset(sel, id_column="n").ids_verified()  # another id column: not the one checked
+    assert not open_dataset(str(sel / "shard-000.parquet")).ids_verified()  # a subset of the shards
+    # Scoring keeps the rows, so a checked input gives a checked output (and an unchecked one does not).
+    score_dataset(sel, tmp_path / "scored", build_scorer("length", {"text_column": "text"}))
+    assert open_dataset(tmp_path / "scored").ids_verified()
+    score_dataset(raw, tmp_path / "scored-raw", build_scorer("length", {"text_column": "text"}))
+    assert not open_dataset(tmp_path / "scored-raw").ids_verified()
+    # Rewrite a shard with an id that the other shard has: the record no longer matches, ids are read again.
+    shard = sel / "shard-001.parquet"
+    t = pq.read_table(shard)
+    first = pq.read_table(sel / "shard-000.parquet").column("id")[0].as_py()
+    pq.write_table(t.set_column(0, "id", pa.array([first] + t.column("id").to_pylist()[1:])), shard)
+    assert not open_dataset(sel).ids_verified()
+    with pytest.raises(DeltError, match=f"1 duplicated value\\(s\\), e.g. '{first}'"):
+        order_dataset(sel, tmp_path / "ord", method="sort", by="score")
+    assert not (tmp_path / "ord").exists()
+
+
+def test_filter_does_not_read_row_groups_it_drops(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    table = pa.table({"id": [f"doc-{i}" for i in range(3000)], "text": [f"text number {i} " * 20 for i in range(3000)]})
+    pq.write_table(table, d / "a.parquet", row_group_size=1000, compression="zstd")
+    # Zero the text chunk of row group 1, page headers included (the footer stays intact, so the file still opens).
+    chunk = pq.ParquetFile(d / "a.parquet").metadata.row_group(1).column(1)
+    data = bytearray((d / "a.parquet").read_bytes())
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start : start + chunk.total_compressed_size] = bytes(chunk.total_compressed_size)
+    (d / "a.parquet").write_bytes(bytes(data))
+    ds = open_dataset(d)
+    keep = np.zeros(3000, dtype=bool)
+    keep[[5, 2500]] = True
+    out = tmp_path / "o"
+    out.mkdir()
+    (path,) = write_filtered(ds, keep, out, {})
+    assert pq.read_table(path).column("id").to_pylist() == ["doc-5", "doc-2500"]
+    keep[1500] = True
+    (tmp_path / "o2").mkdir()
+    with pytest.raises(DeltError, match="a.parquet: cannot read Parquet file"):
+        write_filtered(ds, keep, tmp_path / "o2", {})

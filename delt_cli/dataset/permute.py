@@ -13,46 +13,25 @@ moves the full rows:
   a row group at a time. Memory: about one input row group per worker in pass 1
   and one output shard (as read back, never copied whole) per worker in pass 2, plus 8 bytes per row for the destination index.
 
-Shards are independent, so both passes run on a small thread pool (Arrow
-releases the GIL while it decodes, compresses and writes); results are
-assembled in shard order, so the output does not depend on the thread count.
+Shards are independent, so both passes run on a small thread pool
+(dataset/parallel.py); results are assembled in shard order, so the output
+does not depend on the thread count.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from delt_cli.console import progress
+from delt_cli.dataset.parallel import parallel_map
 from delt_cli.dataset.reader import Dataset
 from delt_cli.dataset.writer import ROW_GROUP_SIZE, ShardWriter, shard_name, write_shard
 
 POS = "__delt_pos"
-T = TypeVar("T")
-
-
-def workers() -> int:
-    """Threads for shard-parallel I/O: DELT_IO_THREADS, else min(4, cpu count)."""
-    return max(1, int(os.environ.get("DELT_IO_THREADS", min(4, os.cpu_count() or 1))))
-
-
-def parallel_map(fn: Callable[[int], T], items: int, description: str) -> list[T]:
-    """[fn(0), ..., fn(items - 1)] computed on the I/O thread pool, with a progress bar."""
-    results: list = [None] * items
-    with progress() as bar, ThreadPoolExecutor(max_workers=min(workers(), max(1, items))) as pool:
-        task = bar.add_task(description, total=items)
-        futures = {pool.submit(fn, i): i for i in range(items)}
-        for future in futures:
-            results[futures[future]] = future.result()
-            bar.advance(task)
-    return results
 
 
 def _write_empty(dataset: Dataset, path: Path, metadata: dict[bytes, bytes]) -> Path:
@@ -75,15 +54,10 @@ def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata
             return None
         shard = dataset.shards[i]
         path = directory / shard.name
-        start = 0
         with ShardWriter(path, dataset.schema, metadata) as out:
-            for table in dataset.iter_row_groups(shard):
+            for start, table in dataset.iter_row_groups(shard, wanted=mask):  # row groups with no kept row are not read
                 part = mask[start : start + table.num_rows]
-                start += table.num_rows
-                if part.all():
-                    out.write(table)
-                elif part.any():
-                    out.write(table.filter(pa.array(part)))
+                out.write(table if part.all() else table.filter(pa.array(part)))
         return path
 
     written = [p for p in parallel_map(one, len(dataset.shards), "writing") if p is not None]
@@ -128,14 +102,11 @@ def write_permuted(
         path = scratch / f"bucket-{i:06d}.arrow"
         found: dict[int, list[int]] = {}
         written = 0
-        start = int(offsets[i])
+        shard_dest = dest[offsets[i] : offsets[i + 1]]
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
-            for table in dataset.iter_row_groups(dataset.shards[i]):
-                d = dest[start : start + table.num_rows]
-                start += table.num_rows
+            for start, table in dataset.iter_row_groups(dataset.shards[i], wanted=shard_dest >= 0):
+                d = shard_dest[start : start + table.num_rows]
                 rows = np.flatnonzero(d >= 0)
-                if not len(rows):
-                    continue
                 by_dest = rows[np.argsort(d[rows], kind="stable")]
                 positions = d[by_dest]
                 table = table.take(pa.array(by_dest)).replace_schema_metadata(None)

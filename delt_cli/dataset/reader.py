@@ -190,12 +190,21 @@ class Dataset:
         for shard in self.shards:
             yield shard, read_shard(shard.path, columns)
 
-    def iter_row_groups(self, shard: Shard, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
-        """The row groups of one shard, one table at a time (bounded memory)."""
+    def iter_row_groups(
+        self, shard: Shard, columns: Sequence[str] | None = None, *, wanted: np.ndarray | None = None
+    ) -> Iterator[tuple[int, pa.Table]]:
+        """(first row, table) for each row group of one shard, one at a time (bounded memory).
+
+        `wanted`, a boolean per row of the shard: row groups where it is all false are not read.
+        """
         try:
             pf = pq.ParquetFile(shard.path)
+            start = 0
             for i in range(pf.num_row_groups):
-                yield pf.read_row_group(i, columns=list(columns) if columns is not None else None, use_threads=False)
+                rows = pf.metadata.row_group(i).num_rows
+                if wanted is None or wanted[start : start + rows].any():
+                    yield start, pf.read_row_group(i, columns=list(columns) if columns is not None else None, use_threads=False)
+                start += rows
         except (pa.ArrowException, OSError) as exc:
             raise DeltError(f"{shard.path}: cannot read Parquet file ({exc})") from exc
 
@@ -239,32 +248,61 @@ class Dataset:
             raise DeltError(f"{flag} '{column}' has {values.null_count} null value(s) in {self.spec}")
         return group_codes(values)
 
+    def ids_verified(self) -> bool:
+        """True when the manifest beside the shards records that a delt command checked this id
+        column on exactly these shards (same names, row counts and footer fingerprints).
+
+        Commands that check ids (prepare, select, order) record it; commands that carry the rows
+        of a checked input through unchanged (score) pass it on. A shard that was rewritten,
+        added or removed since changes the list, and the ids are checked again.
+        """
+        from delt_cli.dataset.provenance import read_manifest
+
+        folders = {s.path.parent for s in self.shards}
+        if len(folders) != 1:
+            return False
+        manifest = read_manifest(folders.pop()) or {}
+        if (manifest.get("checks") or {}).get("unique_ids") != self.id_column:
+            return False
+        recorded = [(o.get("name"), o.get("rows"), o.get("fingerprint")) for o in manifest.get("outputs", {}).get("shards", [])]
+        return recorded == [(s.name, s.num_rows, s.fingerprint) for s in self.shards]
+
     def check_ids(self) -> None:
-        """Fail on a missing id column, null ids or duplicate ids (checked on 64-bit hashes, confirmed exactly)."""
+        """Fail on a missing id column, null ids or duplicate ids (checked on 64-bit hashes, confirmed exactly).
+
+        Skipped when the manifest records that these very shards were checked (`ids_verified`).
+        """
+        from delt_cli.dataset.parallel import parallel_map
+
         self.require(self.id_column, flag="--id-column")
-        hashes = []
-        for shard in self.shards:
-            for table in self.iter_row_groups(shard, [self.id_column]):
-                ids = table.column(self.id_column)
-                if ids.null_count:
-                    raise DeltError(f"{shard.path}: id column '{self.id_column}' has {ids.null_count} null value(s)")
-                hashes.append(hash64(ids))
+        if self.ids_verified():
+            return
+
+        def shard_hashes(i: int) -> np.ndarray:
+            shard = self.shards[i]
+            ids = read_shard(shard.path, [self.id_column]).column(self.id_column)
+            if ids.null_count:
+                raise DeltError(f"{shard.path}: id column '{self.id_column}' has {ids.null_count} null value(s)")
+            return hash64(ids)
+
+        hashes = parallel_map(shard_hashes, len(self.shards), "checking ids")
         if not hashes:
             return
         all_hashes = np.concatenate(hashes)
         sorted_hashes = np.sort(all_hashes)
-        dup_hashes = np.unique(sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]])
-        if len(dup_hashes) == 0:
+        repeated = sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]]  # sorted, so equal hashes are neighbours
+        if len(repeated) == 0:
             return
+        dup_hashes = repeated[np.concatenate([[True], repeated[1:] != repeated[:-1]])]
         # Confirm on the real values (for strings a hash collision is possible, if unlikely):
         # only the rows whose hash repeats are read as Python values.
         where: dict = {}
-        start = 0
-        for shard in self.shards:
-            for table in self.iter_row_groups(shard, [self.id_column]):
-                suspect = np.isin(all_hashes[start : start + table.num_rows], dup_hashes)
-                start += table.num_rows
-                for value in table.column(self.id_column).filter(pa.array(suspect)).to_pylist():
+        offsets = self.offsets
+        for shard, lo, hi in zip(self.shards, offsets[:-1], offsets[1:]):
+            suspect = np.isin(all_hashes[lo:hi], dup_hashes)
+            for start, table in self.iter_row_groups(shard, [self.id_column], wanted=suspect):
+                part = suspect[start : start + table.num_rows]
+                for value in table.column(self.id_column).filter(pa.array(part)).to_pylist():
                     where.setdefault(value, []).append(shard.name)
         dups = [value for value, shards in where.items() if len(shards) > 1]
         if dups:

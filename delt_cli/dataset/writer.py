@@ -33,7 +33,7 @@ from delt_cli.dataset.provenance import (
     write_json_atomic,
 )
 from delt_cli.dataset.keys import is_stringlike
-from delt_cli.dataset.reader import Dataset, Shard
+from delt_cli.dataset.reader import Dataset, Shard, footer_fingerprint
 from delt_cli.errors import DeltError, UsageError
 
 # Derived caches that describe a schema we may have changed; dropped on write.
@@ -170,7 +170,13 @@ class ShardWriter:
 
 
 def describe_outputs(paths: Sequence[Path]) -> list[dict]:
-    return [{"name": p.name, "rows": pq.ParquetFile(p).metadata.num_rows} for p in paths]
+    """Name, row count and footer fingerprint of each written shard (what `Dataset.ids_verified` compares)."""
+    return [{"name": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "fingerprint": footer_fingerprint(p)} for p in paths]
+
+
+def _checks(unique_ids: str | None) -> dict:
+    """The manifest's record of what was verified about the output (see Dataset.ids_verified)."""
+    return {"checks": {"unique_ids": unique_ids}} if unique_ids else {}
 
 
 def _is_within(child: Path, parent: Path) -> bool:
@@ -259,9 +265,11 @@ class StagedOutput:
         self.path.mkdir(parents=True)
         return self
 
-    def finish(self, *, extra: dict | None = None) -> dict:
+    def finish(self, *, extra: dict | None = None, unique_ids: str | None = None) -> dict:
+        """Write the manifest (the dataset moves into place on leaving the block). `unique_ids`:
+        the id column, when the command verified that it is non-null and unique in the output."""
         outputs = describe_outputs(sorted(self.path.glob("*.parquet")))
-        self._manifest = self.run.manifest(inputs=self.input_description(), outputs=outputs, extra=extra)
+        self._manifest = self.run.manifest(inputs=self.input_description(), outputs=outputs, extra={**(extra or {}), **_checks(unique_ids)})
         write_json_atomic(self.path / MANIFEST_NAME, self._manifest)
         return self._manifest
 
@@ -350,12 +358,15 @@ class ShardwiseOutput:
     def write(self, shard: Shard, table: pa.Table, extra: dict | None = None) -> int:
         return write_shard(table, self.path_for(shard), self.metadata(shard, extra))
 
-    def finish(self, *, extra: dict | None = None) -> dict:
+    def finish(self, *, extra: dict | None = None, unique_ids: str | None = None) -> dict:
+        """Write the manifest once every shard is there; `unique_ids` as for StagedOutput.finish."""
         paths = [self.path_for(s) for s in self.dataset.shards]
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
             raise DeltError(f"{self.output}: {len(missing)} shard(s) not finished, e.g. {missing[0]}; rerun with --resume")
-        manifest = self.run.manifest(inputs=self.dataset.describe(), outputs=describe_outputs(paths), extra=extra)
+        manifest = self.run.manifest(
+            inputs=self.dataset.describe(), outputs=describe_outputs(paths), extra={**(extra or {}), **_checks(unique_ids)}
+        )
         write_json_atomic(self.output / MANIFEST_NAME, manifest)
         return manifest
 

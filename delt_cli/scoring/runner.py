@@ -91,7 +91,9 @@ def score_dataset(
         extra["summary"] = summary
     if hasattr(scorer, "report"):
         extra["report"] = scorer.report()
-    manifest = out.finish(extra=extra)
+    # Scoring adds columns to every row and keeps the rows: ids checked upstream stay checked.
+    carried = ds.id_column not in scorer.columns and ds.ids_verified()
+    manifest = out.finish(extra=extra, unique_ids=ds.id_column if carried else None)
     info(f"scored {ds.num_rows:,} rows with {scorer.name} in {elapsed:.1f}s ({dist.world} process(es))")
     print_summary(f"{scorer.name}: this run", summary)
     return manifest
