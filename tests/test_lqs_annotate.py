@@ -132,7 +132,12 @@ def test_killed_run_resumes_to_the_same_scores(corpus, annotated, tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    assert (out / ".lqs-annotation.cache").exists(), proc.stderr.read().decode()[-2000:]
+    if (out / "manifest.json").exists():
+        # Scoring after the annotation takes only milliseconds, so the run can end between two
+        # polls: leave what a kill just before its end leaves (no manifest, the last shard unwritten).
+        (out / "manifest.json").unlink()
+        sorted(out.glob("*.parquet"))[-1].unlink()
     resumed = subprocess.run([*cmd, "--resume"], env=env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "LQS annotation reused" in resumed.stderr
