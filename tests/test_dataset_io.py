@@ -229,6 +229,12 @@ def test_checked_ids_travel_in_the_manifest_and_are_checked_again_when_shards_ch
     assert open_dataset(sel).ids_verified()
     assert not open_dataset(sel, id_column="n").ids_verified()  # another id column: not the one checked
     assert not open_dataset(str(sel / "shard-000.parquet")).ids_verified()  # a subset of the shards
+    manifest = (sel / "manifest.json").read_text()
+    for broken in ('{"checks": "id"}', '{"checks": {"unique_ids": "id"}, "outputs": {"shards": [1, 2]}}', "[]"):
+        (sel / "manifest.json").write_text(broken)  # edited by hand or written by another tool: check again
+        assert not open_dataset(sel).ids_verified()
+    (sel / "manifest.json").write_text(manifest)
+    assert open_dataset(sel).ids_verified()
     # Scoring keeps the rows, so a checked input gives a checked output (and an unchecked one does not).
     score_dataset(sel, tmp_path / "scored", build_scorer("length", {"text_column": "text"}))
     assert open_dataset(tmp_path / "scored").ids_verified()

@@ -262,9 +262,12 @@ class Dataset:
         if len(folders) != 1:
             return False
         manifest = read_manifest(folders.pop()) or {}
-        if (manifest.get("checks") or {}).get("unique_ids") != self.id_column:
+        try:
+            if manifest["checks"]["unique_ids"] != self.id_column:
+                return False
+            recorded = [(o["name"], o["rows"], o["fingerprint"]) for o in manifest["outputs"]["shards"]]
+        except (KeyError, TypeError):  # no record, an older manifest, or one edited by hand
             return False
-        recorded = [(o.get("name"), o.get("rows"), o.get("fingerprint")) for o in manifest.get("outputs", {}).get("shards", [])]
         return recorded == [(s.name, s.num_rows, s.fingerprint) for s in self.shards]
 
     def check_ids(self) -> None:
