@@ -325,6 +325,6 @@ def _check_unique_ids(directory: Path, id_column: str) -> None:
     if not any(directory.glob("*.parquet")):
         return
     try:
-        open_dataset(directory, id_column=id_column).check_ids()
+        open_dataset(directory, id_column=id_column, allow_incomplete=True).check_ids()
     except DeltError as exc:
         raise DeltError(f"the sources have duplicate ids: {str(exc).replace(str(directory), 'the output')}") from exc

@@ -329,18 +329,72 @@ def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         raise DeltError(f"{path}: cannot read Parquet file ({exc})") from exc
 
 
+def allow_incomplete_default() -> bool:
+    return os.environ.get("DELT_ALLOW_INCOMPLETE", "") not in ("", "0")
+
+
+def check_complete(shards: Sequence[Shard], delt_written: set[Path]) -> None:
+    """Refuse shards of a delt output that is not finished.
+
+    A delt output is finished when its manifest.json lists exactly the shards in its
+    directory. Parquet files without delt provenance are other tools' data and are taken
+    as they are. (A shard rewritten in place by another tool is read as it is; its
+    fingerprint no longer matches, so what the manifest records about it, such as checked
+    ids, is not trusted: Dataset.ids_verified.)
+    """
+    from delt_cli.dataset.provenance import read_manifest
+
+    folders = sorted({s.path.parent for s in shards if s.path in delt_written})
+    for folder in folders:
+        manifest = read_manifest(folder)
+        present = {p.name: p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith(".")}
+        if manifest is None:
+            raise DeltError(f"{folder}: an unfinished delt output (no manifest.json; {len(present)} shard(s) written so far); {_finish_hint(folder)}")
+        try:
+            listed = {o["name"]: o for o in manifest["outputs"]["shards"]}
+        except (KeyError, TypeError):
+            raise DeltError(f"{folder}: manifest.json does not list the output shards (edited by hand or not a delt manifest)") from None
+        missing = sorted(set(listed) - set(present))
+        extra = sorted(set(present) - set(listed))
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} listed shard(s) missing (e.g. {missing[0]})")
+        if extra:
+            problems.append(f"{len(extra)} shard(s) not in the manifest (e.g. {extra[0]})")
+        if problems:
+            raise DeltError(f"{folder}: an incomplete delt output: manifest.json does not list the shards present: {'; '.join(problems)}; {_finish_hint(folder)}")
+
+
+def _finish_hint(folder: Path) -> str:
+    """How to finish an output: the command of the run that holds or held its lock, when known."""
+    import json
+
+    holder = folder.with_name(f".{folder.name}.delt-lock") / "holder.json"
+    try:
+        argv = json.loads(holder.read_text()).get("argv") or []
+    except (OSError, ValueError, AttributeError):
+        argv = []
+    rerun = " ".join(a for a in argv if a not in ("--overwrite", "--resume"))
+    how = f"finish it with `{rerun} --resume`" if rerun else "finish it by rerunning the delt command that wrote it with --resume"
+    return f"{how} (or set DELT_ALLOW_INCOMPLETE=1 to read it anyway)"
+
+
 def open_dataset(
     spec: str | os.PathLike,
     *,
     id_column: str = "id",
     text_column: str = "text",
     stdin=None,
+    allow_incomplete: bool | None = None,
 ) -> Dataset:
-    """Resolve `spec`, read every footer, and check that all shards share one schema."""
+    """Resolve `spec`, read every footer, check that all shards share one schema and that
+    no shard belongs to an unfinished delt output (`check_complete`; `allow_incomplete` or
+    DELT_ALLOW_INCOMPLETE=1 skips that check)."""
     spec_text, paths, roots = resolve_spec(spec, stdin=stdin)
     shards: list[Shard] = []
     schema: pa.Schema | None = None
     first: Path | None = None
+    delt_written: set[Path] = set()
     for path in paths:
         fingerprint = footer_fingerprint(path)
         try:
@@ -349,6 +403,8 @@ def open_dataset(
             rows = meta.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
             raise DeltError(f"{path}: corrupt or truncated Parquet file ({exc})") from exc
+        if b"delt" in (shard_schema.metadata or {}):
+            delt_written.add(path)
         if schema is None:
             schema, first = _strip_meta(shard_schema), path
             full_schema = shard_schema
@@ -358,6 +414,8 @@ def open_dataset(
             )
         shards.append(Shard(path=path, num_rows=rows, num_bytes=path.stat().st_size, fingerprint=fingerprint))
     assert schema is not None
+    if not (allow_incomplete if allow_incomplete is not None else allow_incomplete_default()):
+        check_complete(shards, delt_written)
     return Dataset(
         spec=spec_text,
         shards=shards,

@@ -14,8 +14,9 @@ Two ways to produce a dataset:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from delt_cli.atomic import describe_os_error, parse_temporary, remove, replace_dir, temporary_path
 from delt_cli.console import info
 from delt_cli.dataset.provenance import (
     MANIFEST_NAME,
@@ -35,6 +37,7 @@ from delt_cli.dataset.provenance import (
 from delt_cli.dataset.keys import is_stringlike
 from delt_cli.dataset.reader import Dataset, Shard, footer_fingerprint
 from delt_cli.errors import DeltError, UsageError
+from delt_cli.guard import OutputGuard, probe_writable
 
 # Derived caches that describe a schema we may have changed; dropped on write.
 STALE_METADATA = {b"pandas", b"huggingface", METADATA_KEY}
@@ -104,14 +107,25 @@ def write_shard(table: pa.Table, path: Path, metadata: dict[bytes, bytes] | None
     """Write `table` to `path` atomically (temporary name, then rename); return its row count."""
     path = Path(path)
     table = table.replace_schema_metadata(_with_metadata(table.schema, metadata).metadata)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **column_encodings(table), **compression_options())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ShardWriteError(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return table.num_rows
+
+
+class ShardWriteError(DeltError):
+    """A shard could not be written (disk full, file-size limit, permissions): names the shard."""
+
+    def __init__(self, path: Path, exc: OSError):
+        self.path = path
+        super().__init__(f"cannot write {describe_os_error(exc, path)}")
 
 
 class ShardWriter:
@@ -124,7 +138,7 @@ class ShardWriter:
     def __init__(self, path: Path, schema: pa.Schema, metadata: dict[bytes, bytes] | None = None):
         self.path = Path(path)
         self.schema = _with_metadata(schema, metadata)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{id(self)}.tmp")
+        self.tmp = temporary_path(self.path)
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
@@ -136,7 +150,10 @@ class ShardWriter:
         self._pending.append(table.replace_schema_metadata(self.schema.metadata))
         self._pending_rows += table.num_rows
         if self._pending_rows >= ROW_GROUP_SIZE:
-            self._flush()
+            try:
+                self._flush()
+            except OSError as exc:
+                raise ShardWriteError(self.path, exc) from exc
 
     def _flush(self) -> None:
         if not self._pending:
@@ -149,12 +166,16 @@ class ShardWriter:
         self._pending, self._pending_rows = [], 0
 
     def close(self) -> int:
-        self._flush()
-        if self._writer is None:  # no rows: an empty shard with the schema
-            pq.write_table(self.schema.empty_table(), self.tmp, **compression_options())
-        else:
-            self._writer.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._flush()
+            if self._writer is None:  # no rows: an empty shard with the schema
+                pq.write_table(self.schema.empty_table(), self.tmp, **compression_options())
+            else:
+                self._writer.close()
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise ShardWriteError(self.path, exc) from exc
         return self.rows
 
     def __enter__(self) -> "ShardWriter":
@@ -204,18 +225,43 @@ def check_output_location(output: Path, inputs: Sequence[Dataset]) -> Path:
     return out
 
 
-def _probe_writable(directory: Path, what: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".delt-write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DeltError(f"--output {what}: directory is not writable ({exc.strerror or exc})") from exc
-
-
 def _nonempty(directory: Path) -> bool:
-    return directory.is_dir() and any(directory.iterdir())
+    return directory.is_dir() and any(not p.name.startswith(".delt-write-probe") for p in directory.iterdir())
+
+
+def is_delt_shard(path: Path) -> bool:
+    """True for a Parquet file whose footer carries delt provenance."""
+    try:
+        return METADATA_KEY in (pq.read_schema(path).metadata or {})
+    except (pa.ArrowException, OSError):
+        return False
+
+
+# Files a delt dataset directory may hold besides its shards and manifest.
+_DATASET_EXTRAS = (".lqs-annotation",)
+
+
+def foreign_dataset_entries(directory: Path) -> list[str]:
+    """What in a dataset directory delt did not write (for --overwrite, which deletes only delt outputs)."""
+    manifest = read_manifest(Path(directory)) or {}
+    try:
+        listed = {o["name"] for o in manifest["outputs"]["shards"]}
+    except (KeyError, TypeError):
+        listed = set()
+    out = []
+    for p in sorted(Path(directory).iterdir()):
+        if p.name == MANIFEST_NAME or parse_temporary(p) is not None or p.name.startswith(_DATASET_EXTRAS):
+            continue
+        if p.is_file() and p.suffix == ".parquet" and (p.name in listed or is_delt_shard(p)):
+            continue
+        out.append(p.name + ("/" if p.is_dir() else ""))
+    return out
+
+
+def run_key(run: RunInfo, inputs: dict, world: int = 1) -> str:
+    """What makes processes one run (they share the output's lock): command, arguments, input, world size."""
+    payload = json.dumps([run.command, run.content_args(), inputs.get("fingerprint"), world], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class StagedOutput:
@@ -227,6 +273,9 @@ class StagedOutput:
             if stage.finished: return stage.output   # --resume and nothing to do
             write_shard(table, stage.path / name, stage.metadata(...))
             stage.finish(inputs=..., extra=...)
+
+    The output is held by an OutputGuard (delt_cli/guard.py) for the whole block: one
+    writer at a time, leftovers of killed runs cleaned, foreign files never deleted.
     """
 
     def __init__(self, output: Path, inputs: Sequence[Dataset], *, run: RunInfo, overwrite: bool = False, resume: bool = False):
@@ -237,7 +286,8 @@ class StagedOutput:
         self.resume = resume
         self.finished = False
         self._manifest: dict | None = None
-        self.path = self.output.parent / f".{self.output.name}.delt-staging-{os.getpid()}"
+        self._guard: OutputGuard | None = None
+        self.path = temporary_path(self.output, "staging")
 
     def input_description(self, with_shards: bool = True) -> dict:
         if len(self.inputs) == 1:
@@ -251,18 +301,24 @@ class StagedOutput:
         if self.overwrite and self.resume:
             raise UsageError("--overwrite and --resume: pass at most one")
         check_output_location(self.output, self.inputs)
-        if _nonempty(self.output):
-            previous = read_manifest(self.output)
-            if self.resume and previous and _same_run(previous, self.run, self.input_description(False)):
-                info(f"{self.output}: already finished with the same arguments and input; nothing to do")
-                self.finished = True
-                return self
-            if not (self.overwrite or self.resume):
-                raise UsageError(f"--output {self.output}: exists and is not empty; pass --overwrite to replace it")
-        _probe_writable(self.output.parent, self.output)
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
+        inputs = self.input_description(False)
+        self._guard = OutputGuard(
+            self.output, overwrite=self.overwrite, resume=self.resume, foreign=foreign_dataset_entries, run_key=run_key(self.run, inputs)
+        ).__enter__()
+        try:
+            if _nonempty(self.output):
+                previous = read_manifest(self.output)
+                if self.resume and previous and _same_run(previous, self.run, inputs):
+                    info(f"{self.output}: already finished with the same arguments and input; nothing to do")
+                    self.finished = True
+                    return self
+                if not (self.overwrite or self.resume):
+                    raise UsageError(f"--output {self.output}: exists and is not empty; pass --overwrite to replace it")
+                self._guard.refuse_foreign()  # the whole directory will be replaced
+            self.path.mkdir(parents=True)
+        except BaseException:
+            self._guard.__exit__(None, None, None)
+            raise
         return self
 
     def finish(self, *, extra: dict | None = None, unique_ids: str | None = None) -> dict:
@@ -274,18 +330,24 @@ class StagedOutput:
         return self._manifest
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.finished:
-            return
-        if exc_type is not None or self._manifest is None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        old = None
-        if self.output.exists():
-            old = self.output.parent / f".{self.output.name}.delt-old-{os.getpid()}"
-            os.replace(self.output, old)
-        os.replace(self.path, self.output)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            if self.finished:
+                return
+            if exc_type is not None or self._manifest is None:
+                remove(self.path)
+                if isinstance(exc, (OSError, ShardWriteError)):
+                    kept = f"{self.output} was left as it was" if self.output.exists() else f"nothing was written to {self.output}"
+                    what = str(exc) if isinstance(exc, ShardWriteError) else f"cannot write {describe_os_error(exc, self.path)}"
+                    raise DeltError(f"{what}; {kept}") from exc
+                return
+            try:
+                replace_dir(self.path, self.output)
+            except OSError as err:
+                remove(self.path)
+                raise DeltError(f"cannot move the finished output into place: {describe_os_error(err, self.output)}; {self.output} was left as it was") from err
+        finally:
+            if self._guard is not None:
+                self._guard.__exit__(None, None, None)
 
 
 def _same_run(manifest: dict, run: RunInfo, inputs: dict) -> bool:
@@ -301,18 +363,58 @@ class ShardwiseOutput:
 
     Rank r of W processes handles input shards i with i % W == r; the names of
     output shards equal the input names, so no two processes ever write the same file.
+    Used as a context manager by every process of the run: each holds the output's
+    guard (delt_cli/guard.py) under its rank from the checks to the manifest.
     """
 
-    def __init__(self, output: Path, dataset: Dataset, *, run: RunInfo, overwrite: bool = False, resume: bool = False):
+    def __init__(
+        self, output: Path, dataset: Dataset, *, run: RunInfo, overwrite: bool = False, resume: bool = False, rank: int = 0, world: int = 1
+    ):
         self.output = Path(output)
         self.dataset = dataset
         self.run = run
         self.overwrite = overwrite
         self.resume = resume
+        self.rank = rank
+        self.world = world
+        self._guard: OutputGuard | None = None
         names = [s.name for s in dataset.shards]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})[0]
             raise DeltError(f"{dataset.spec}: two input shards are named {dup}; per-shard output names would collide")
+
+    def __enter__(self) -> "ShardwiseOutput":
+        self.check()
+        self._guard = OutputGuard(
+            self.output,
+            overwrite=self.overwrite,
+            resume=self.resume,
+            foreign=foreign_dataset_entries,
+            run_key=run_key(self.run, self.dataset.describe(False), self.world),
+            rank=self.rank,
+            world=self.world,
+        ).__enter__()
+        try:
+            if self.resume and self.output.is_dir():
+                expected = {s.name for s in self.dataset.shards}
+                extra = sorted(p.name for p in self.output.glob("*.parquet") if p.name not in expected)
+                if extra:
+                    raise UsageError(
+                        f"--output {self.output}: holds {len(extra)} shard(s) this input does not produce (e.g. {extra[0]}); "
+                        "--resume continues the same input only: pass --overwrite to replace the output"
+                    )
+        except BaseException:
+            self._guard.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._guard is not None:
+            self._guard.__exit__(None, None, None)
+            self._guard = None
+        if isinstance(exc, (OSError, ShardWriteError)):
+            what = str(exc) if isinstance(exc, ShardWriteError) else f"cannot write {describe_os_error(exc, self.output)}"
+            raise DeltError(f"{what}; finished shards are kept: free space and rerun with --resume") from exc
 
     def check(self) -> None:
         """Validate the location; every process calls this before any process writes."""
@@ -325,13 +427,14 @@ class ShardwiseOutput:
             )
 
     def prepare(self) -> None:
-        """Create the directory (main process only); with --overwrite remove what an earlier run wrote."""
+        """Create the directory (main process only); with --overwrite remove what an earlier run wrote
+        (the guard has refused the run if anything else is there)."""
         if self.overwrite and self.output.is_dir():
             for p in self.output.iterdir():
-                if p.suffix == ".parquet" or p.name == MANIFEST_NAME or p.name.endswith(".tmp"):
-                    p.unlink()
+                if p.name == MANIFEST_NAME or p.suffix == ".parquet" or p.name.startswith(_DATASET_EXTRAS) or parse_temporary(p):
+                    remove(p)
         (self.output / MANIFEST_NAME).unlink(missing_ok=True)
-        _probe_writable(self.output, self.output)
+        probe_writable(self.output, self.output)
 
     def path_for(self, shard: Shard) -> Path:
         return self.output / shard.name
@@ -385,8 +488,9 @@ def run_shardwise(
     barrier: Callable[[], None] = lambda: None,
     on_shard: Callable[[Shard, int], None] | None = None,
 ) -> list[Shard]:
-    """Apply `fn` (shard -> output table) to this process's unfinished shards; return the ones it wrote."""
-    out.check()
+    """Apply `fn` (shard -> output table) to this process's unfinished shards; return the ones it wrote.
+    Called inside `with out:` (the output's guard is held)."""
+    assert out._guard is not None, "run_shardwise needs `with ShardwiseOutput(...) as out:`"
     barrier()
     if rank == 0:
         out.prepare()

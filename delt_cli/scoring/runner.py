@@ -47,8 +47,11 @@ def score_dataset(
     existing = [c for c in scorer.columns if c in ds.columns]
     if existing and dist.is_main:
         warn(f"column(s) {', '.join(existing)} already exist in {ds.spec}; they will be replaced")
-    out = ShardwiseOutput(output, ds, run=run, overwrite=overwrite, resume=resume)
-    out.check()
+    with ShardwiseOutput(output, ds, run=run, overwrite=overwrite, resume=resume, rank=dist.rank, world=dist.world) as out:
+        return _score_into(out, ds, scorer, run, dist)
+
+
+def _score_into(out: ShardwiseOutput, ds, scorer, run: RunInfo, dist: Dist) -> Optional[dict]:
     started = time.time()
     scorer.prepare(ds, dist)
     # Scorers with an `on_progress` attribute report (documents, tokens) inside a shard;
