@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from delt_cli.atomic import HOST, parse_temporary, process_alive, remove, write_text_atomic
+from delt_cli.atomic import HOST, parse_temporary, process_alive, remove, staged_dir, write_text_atomic
 from delt_cli.console import info, warn
 from delt_cli.errors import DeltError, UsageError
 
@@ -312,3 +312,32 @@ class OutputGuard:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.lock.release()
+
+
+def foreign_except(*patterns: str) -> Callable[[Path], list[str]]:
+    """A `foreign` predicate for an output directory delt fills with known names
+    (glob patterns: 'config.json', '*.safetensors', 'checkpoints'); anything else is foreign."""
+
+    def foreign(directory: Path) -> list[str]:
+        if not directory.is_dir():
+            return []
+        out = []
+        for p in sorted(directory.iterdir()):
+            if parse_temporary(p) is None and not any(p.match(pattern) for pattern in patterns):
+                out.append(p.name + ("/" if p.is_dir() else ""))
+        return out
+
+    return foreign
+
+
+def write_dir(target: Path, fill: Callable[[Path], None], *, flag: str = "--output") -> None:
+    """Fill a staging directory beside `target` with `fill`, then put it in place of `target`
+    (atomic.replace_dir); an OSError names the path and says that `target` is unchanged."""
+    try:
+        with staged_dir(target) as staging:
+            fill(staging)
+    except OSError as exc:
+        from delt_cli.atomic import describe_os_error
+
+        kept = "left as it was" if target.exists() else "not created"
+        raise DeltError(f"{flag} {target}: cannot write ({describe_os_error(exc)}); {target} was {kept}") from exc

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Iterator, Optional
 
 from delt_cli.console import info
 from delt_cli.dataset.reader import Dataset, open_dataset
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.errors import UsageError
+from delt_cli.guard import OutputGuard, foreign_except, write_dir
 
 EOS = "<|endoftext|>"
 PROVENANCE = "training.json"
@@ -60,9 +60,6 @@ def train_bpe(
     overwrite: bool = False,
 ) -> dict:
     """Train the tokenizer into `output` (or keep it when it was trained the same way); return its record."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     if vocab_size < 300:
         raise UsageError(f"--vocab-size {vocab_size}: must be >= 300 (256 byte symbols, the end-of-text token and merges)")
     if min_frequency < 1:
@@ -83,12 +80,20 @@ def train_bpe(
     }
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output {output}: exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()):
-        if _done(output, expected) and not overwrite:
-            info(f"{output}: already trained on the same data with the same settings; nothing to do")
-            return json.loads((output / PROVENANCE).read_text())
-        if not overwrite:
-            raise UsageError(f"--output {output}: exists and is not empty; pass --overwrite to replace it")
+    with OutputGuard(output, overwrite=overwrite, foreign=foreign_except("*.json", "*.txt", PROVENANCE)) as guard:
+        if output.is_dir() and any(output.iterdir()):
+            if _done(output, expected) and not overwrite:
+                info(f"{output}: already trained on the same data with the same settings; nothing to do")
+                return json.loads((output / PROVENANCE).read_text())
+            if not overwrite:
+                raise UsageError(f"--output {output}: exists and is not empty; pass --overwrite to replace it")
+            guard.refuse_foreign()
+        return _train(ds, evaluation, output, expected, dataset, eval_dataset, vocab_size, min_frequency, text_column)
+
+
+def _train(ds, evaluation, output: Path, expected: dict, dataset, eval_dataset, vocab_size: int, min_frequency: int, text_column: str) -> dict:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -115,16 +120,9 @@ def train_bpe(
         record["eval_dataset"] = str(eval_dataset)
         record["chars_per_token_eval"] = round(chars_per_token(fast, evaluation, text_column), 4)
 
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    def fill(tmp: Path) -> None:
         fast.save_pretrained(str(tmp))
         (tmp / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DeltError(f"--output {output}: cannot write the tokenizer ({exc.strerror or exc})") from exc
+
+    write_dir(output, fill)
     return record
