@@ -224,6 +224,8 @@ def plot(stats: dict, path: Path) -> Path:
     return path
 
 
-def stats_command(input: str, *, by: Optional[str], group_by: Optional[str], id_column: str, text_column: str) -> tuple[Dataset, dict]:
-    ds = open_dataset(input, id_column=id_column, text_column=text_column)
+def stats_command(
+    input: str, *, by: Optional[str], group_by: Optional[str], id_column: str, text_column: str, allow_incomplete: bool = False
+) -> tuple[Dataset, dict]:
+    ds = open_dataset(input, id_column=id_column, text_column=text_column, allow_incomplete=allow_incomplete or None)
     return ds, dataset_stats(ds, by=by, group_by=group_by)

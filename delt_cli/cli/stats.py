@@ -15,6 +15,7 @@ EXAMPLES = """
 ```
 delt stats data/raw
 delt stats data/folded --by lqs --plot folded.png
+delt stats data/scored --allow-incomplete      # a run still going, or killed
 delt order scored -o ord --method folding --by ppl | delt stats - --by ppl --group-by domain
 ```
 
@@ -30,10 +31,11 @@ def stats_cmd(
     group_by: Annotated[Optional[str], typer.Option("--group-by", help="Group column for counts and the mix along the order (default: 'domain' if present).")] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the statistics into this PNG file.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the statistics as JSON to this file.")] = None,
+    allow_incomplete: Annotated[bool, typer.Option("--allow-incomplete", help="Inspect an unfinished delt output (no manifest, or shards missing from it) instead of refusing it.")] = False,
     id_column: IdColumnOpt = "id",
     text_column: TextColumnOpt = "text",
 ) -> None:
-    ds, stats = stats_command(input, by=by, group_by=group_by, id_column=id_column, text_column=text_column)
+    ds, stats = stats_command(input, by=by, group_by=group_by, id_column=id_column, text_column=text_column, allow_incomplete=allow_incomplete)
     render(stats)
     if plot_path is not None:
         plot(stats, plot_path)
