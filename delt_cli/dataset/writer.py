@@ -278,8 +278,20 @@ class StagedOutput:
     writer at a time, leftovers of killed runs cleaned, foreign files never deleted.
     """
 
-    def __init__(self, output: Path, inputs: Sequence[Dataset], *, run: RunInfo, overwrite: bool = False, resume: bool = False):
+    def __init__(
+        self,
+        output: Path,
+        inputs: Sequence[Dataset],
+        *,
+        run: RunInfo,
+        overwrite: bool = False,
+        resume: bool = False,
+        foreign: Callable[[Path], Sequence[str]] | None = None,
+    ):
+        """`foreign`: what in an existing output delt did not write (default: a dataset directory's
+        rule, foreign_dataset_entries); outputs of another layout (a model directory) pass theirs."""
         self.output = Path(output)
+        self.foreign = foreign or foreign_dataset_entries
         self.inputs = list(inputs)
         self.run = run
         self.overwrite = overwrite
@@ -303,7 +315,7 @@ class StagedOutput:
         check_output_location(self.output, self.inputs)
         inputs = self.input_description(False)
         self._guard = OutputGuard(
-            self.output, overwrite=self.overwrite, resume=self.resume, foreign=foreign_dataset_entries, run_key=run_key(self.run, inputs)
+            self.output, overwrite=self.overwrite, resume=self.resume, foreign=self.foreign, run_key=run_key(self.run, inputs)
         ).__enter__()
         try:
             if _nonempty(self.output):
