@@ -95,7 +95,7 @@ class Encoder:
     ):
         from transformers.utils import logging as hf_logging
 
-        from delt_cli.models.loading import fingerprint, load_encoder
+        from delt_cli.models.loading import fingerprint, load_encoder, resolve
 
         if batch_size < 1:
             raise UsageError(f"--batch-size {batch_size}: must be >= 1")
@@ -104,7 +104,7 @@ class Encoder:
         self.spec = str(model)
         self.device = device
         hf_logging.disable_progress_bar()  # stderr carries our progress, not transformers' loading bars
-        where, defaults = sentence_transformers_layout(model)
+        where, defaults = sentence_transformers_layout(resolve(model, use="encoder", flag="--model"))
         self.model, self.tokenizer = load_encoder(where, dtype=compute_dtype, device=device)
         if max_length is None:
             limit = defaults["max_length"] or getattr(self.tokenizer, "model_max_length", None)

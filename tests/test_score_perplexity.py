@@ -179,7 +179,7 @@ def test_cli_nan_loss_names_the_document(tmp_path, tiny_dir):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "/no/such/model"], "no such model directory"),
+        (["--model", "/no/such/model"], "no such file or directory"),
         ([], "--model: required"),
         (["--model", "llama-tiny"], "pass --tokenizer too"),
         (["--model", "TINY", "--max-length", "1"], "--max-length 1"),

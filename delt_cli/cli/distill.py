@@ -13,7 +13,7 @@ EXAMPLES = """
 **Examples**
 
 ```
-delt score raw -o ann --method lqs --model llama-3m --tokenizer cache/gpt2 --target target/
+delt score raw -o ann --method lqs --model llama-3m --tokenizer gpt2 --target target/
 delt distill ann -o lqs-scorer --column lqs_z
 delt distill ann -o lqs-scorer --column lqs_z --freeze-encoder
 delt score raw -o scored --method scorer --scorer lqs-scorer
@@ -31,7 +31,7 @@ def distill_cmd(
     input: InputArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Scorer directory to write.", show_default=False)],
     column: Annotated[str, typer.Option("--column", help="Numeric column to learn (rows where it is null are skipped).")] = "lqs_z",
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder directory or cached hub id (default: all-MiniLM-L6-v2 from the asset cache).")] = None,
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Encoder: minilm (all-MiniLM-L6-v2, offline asset; the default), a directory or a hub id in the local Hugging Face cache.")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Encoder tokens per document.", rich_help_panel=TRAIN)] = 256,
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs (the best held-out epoch is kept).", rich_help_panel=TRAIN)] = 5,
     lr: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate.", rich_help_panel=TRAIN)] = 1e-4,

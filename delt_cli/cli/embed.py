@@ -13,7 +13,7 @@ EXAMPLES = """
 
 ```
 delt embed raw -o embedded
-delt embed target -o target-emb --model ~/.cache/delt_cli/models/all-MiniLM-L6-v2 --dtype float16
+delt embed target -o target-emb --model minilm --dtype float16
 accelerate launch --num_processes 2 -m delt_cli embed raw -o embedded --batch-size 256
 delt embed raw -o emb | delt score - -o scored --method gotd --target target-emb
 ```
@@ -29,7 +29,7 @@ Documents longer than --chunk-chars are split into chunks whose embeddings are a
 def embed_cmd(
     input: InputArg,
     output: OutputOpt,
-    model: Annotated[Optional[str], typer.Option("--model", help="Encoder: a Hugging Face or sentence-transformers directory, or a cached hub id (default: all-MiniLM-L6-v2 from the asset cache).", rich_help_panel=MODEL)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Encoder: minilm (all-MiniLM-L6-v2, offline asset; the default), a Hugging Face or sentence-transformers directory, or a hub id in the local Hugging Face cache.", rich_help_panel=MODEL)] = None,
     column: Annotated[str, typer.Option("--column", help="Name of the embedding column to add.")] = "emb",
     chunk_chars: Annotated[int, typer.Option("--chunk-chars", help="Split longer documents into chunks of at most this many characters and average their embeddings.")] = 1000,
     normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="L2-normalise the embeddings (default: as the model's sentence-transformers config says; all-MiniLM-L6-v2: yes).")] = None,

@@ -18,7 +18,7 @@ delt tasks build                                   # once: task files from the a
 delt eval runs/fold -o runs/fold/eval.json --tasks delt
 delt eval runs/fold --tasks hellaswag,piqa,arc_easy --limit 200
 delt eval runs/fold --tasks heldout --heldout data/heldout --group-by domain
-delt eval cache/smollm2 -o smol.json --tasks heldout,sciq --heldout data/heldout
+delt eval smollm2 -o smol.json --tasks heldout,sciq --heldout data/heldout
 delt train data -o runs/a --config configs/train/cpu-small.yaml | delt eval - --tasks delt
 delt eval runs/fold/model -o harness.json --tasks hellaswag --harness
 ```
@@ -26,13 +26,16 @@ delt eval runs/fold/model -o harness.json --tasks hellaswag --harness
 Tasks: {", ".join(DELT_TASKS)} ("delt" = all eight), heldout. Prompts and metrics follow
 lm-evaluation-harness (acc; acc_norm normalises by the choice's length in characters);
 DELT reports acc_norm, or acc for LAMBADA and WinoGrande (marked *), and their average.
+MODEL smollm2 is SmolLM2-135M-Instruct from the offline assets (4-bit Q4_1 GGUF dequantised
+to fp32; BOS <|im_start|>), not the unquantised checkpoint; a hub id is used only when it is
+already in the local Hugging Face cache (`hf download ID` first).
 """
 
 
 @app.command("eval", help="Evaluate a model: zero-shot benchmark tasks (log-likelihood, lm-eval-harness prompts) and held-out loss.", epilog=EXAMPLES)
 @step
 def eval_cmd(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="Model directory, `delt train` run directory, checkpoint, GGUF file, cached hub id, or - (path on stdin).", show_default=False)],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="smollm2 (offline asset), a model directory, `delt train` run directory, checkpoint, GGUF file, hub id in the local Hugging Face cache, or - (path on stdin).", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Results JSON (default for a run directory: RUN_DIR/eval.json).", show_default=False)] = None,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated task names; 'delt' = the paper's eight; 'heldout' = loss on --heldout.")] = "delt",
     heldout: Annotated[Optional[str], typer.Option("--heldout", help="Dataset (directory of shards) for held-out token loss / perplexity / bits per byte.")] = None,

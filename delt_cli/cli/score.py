@@ -19,13 +19,13 @@ EXAMPLES = """
 **Examples**
 
 ```
-delt score raw -o scored --method length --tokenizer cache/gpt2
-delt score raw -o ppl --method perplexity --model ~/.cache/delt_cli/models/smollm2-135m --max-length 256
-delt score raw -o ann --method lqs --model llama-3m --tokenizer cache/gpt2 --target target/ --proxy-size 2048
+delt score raw -o scored --method length --tokenizer gpt2
+delt score raw -o ppl --method perplexity --model smollm2 --max-length 256
+delt score raw -o ann --method lqs --model llama-3m --tokenizer gpt2 --target target/ --proxy-size 2048
 delt distill ann -o scorer --column lqs_z
 delt score raw -o lqs --method scorer --scorer scorer
-accelerate launch --multi_gpu --num_processes 2 -m delt_cli score raw -o scored --method perplexity --model M
-delt score raw -o scored --method perplexity --model M --processes 2
+accelerate launch --multi_gpu --num_processes 2 -m delt_cli score raw -o scored --method perplexity --model smollm2
+delt score raw -o scored --method perplexity --model smollm2 --processes 2
 delt score emb -o scored --method gotd --target target-emb --epsilon-relative 0.05
 delt score raw -o scored --method dsir --target target
 ```
@@ -35,6 +35,11 @@ Methods: length (n_chars, n_words, n_tokens), compression (zlib ratio), perplexi
 ppl_tokens), lqs (lqs, pds, quality, learnability, lqs_z on a proxy sample, null elsewhere),
 scorer (a distilled scorer's prediction), gotd (gotd or gotd_contrast; needs `delt embed`), dsir
 (dsir log importance weight). See docs/scoring.md and docs/gotd.md.
+
+Model names: smollm2 (SmolLM2-135M-Instruct, 4-bit Q4_1 GGUF dequantised to fp32, BOS <|im_start|>),
+gpt2 (GPT-2's BPE tokenizer, no weights), minilm (all-MiniLM-L6-v2), the configs/models names
+(random init), a local directory or .gguf file, or a hub id already in the local Hugging Face
+cache (never downloaded: `hf download ID` first).
 """
 
 
@@ -45,9 +50,9 @@ def score_cmd(
     output: OutputOpt,
     method: Annotated[str, typer.Option("--method", help=f"Scoring method: {', '.join(sorted(FACTORIES))}.")] = "length",
     column: Annotated[Optional[str], typer.Option("--column", help="Name (or prefix) of the score column(s) to add (default: per method).")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer directory or cached hub id (length: also count tokens).", rich_help_panel=MODEL)] = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer: gpt2, smollm2 or minilm (offline assets), a directory, a .gguf file or a hub id in the local Hugging Face cache (length: also count tokens; perplexity/lqs: default the model's own).", rich_help_panel=MODEL)] = None,
     # -- model scorers (perplexity, lqs, scorer) ------------------------------------------------
-    model: Annotated[Optional[str], typer.Option("--model", "--proxy-model", help="Reference LM (perplexity) or proxy LM (lqs): a model directory, a .gguf file, a configs/models name (random init, needs --tokenizer) or a cached hub id.", rich_help_panel=MODEL)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "--proxy-model", help="Reference LM (perplexity) or proxy LM (lqs): smollm2 (SmolLM2-135M-Instruct, Q4_1-quantised GGUF dequantised to fp32, offline asset), a configs/models name such as llama-3m (random init, needs --tokenizer), a model directory, a .gguf file or a hub id in the local Hugging Face cache (never downloaded).", rich_help_panel=MODEL)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16 or float16.", rich_help_panel=MODEL)] = "auto",
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code from the model directory (off by default).", rich_help_panel=MODEL)] = False,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Tokens per document, prefix included (default: 1024 perplexity, 512 lqs and scorer); longer ones are truncated (or strided with --stride).", rich_help_panel=MODEL)] = None,

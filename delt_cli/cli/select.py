@@ -15,7 +15,7 @@ EXAMPLES = """
 delt select scored -o top --by lqs --top-r 0.5
 delt select scored -o cheap --by gotd --lowest --top-k 10000
 delt select scored -o rand --random-r 0.5 --seed 1
-delt select scored -o budget --by lqs --budget-tokens 2000000 --tokenizer cache/gpt2-tokenizer
+delt select scored -o budget --by lqs --budget-tokens 2000000 --tokenizer gpt2
 delt select scored -o fair --by ppl --lowest --top-r 0.5 --group-by domain
 delt select raw -o sel --by score --top-r 0.5 | delt order - -o ord --method folding --by score
 ```
@@ -37,7 +37,7 @@ def select_cmd(
     budget_tokens: Annotated[Optional[int], typer.Option("--budget-tokens", help="Keep the best-ranked rows until N tokens are filled (needs --tokenizer or --length-column).", rich_help_panel=RULES)] = None,
     budget_chars: Annotated[Optional[int], typer.Option("--budget-chars", help="Like --budget-tokens, counting characters of the text column.", rich_help_panel=RULES)] = None,
     lowest: Annotated[bool, typer.Option("--lowest", help="Prefer the lowest values instead of the highest.")] = False,
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer (directory or cached hub id) that counts tokens for --budget-tokens.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer that counts tokens for --budget-tokens: gpt2 or smollm2 (offline assets), a directory, a .gguf file or a hub id in the local Hugging Face cache.")] = None,
     length_column: Annotated[Optional[str], typer.Option("--length-column", help="Column with per-row lengths for budgets (e.g. n_tokens from `delt score --method length`).")] = None,
     group_by: Annotated[Optional[str], typer.Option("--group-by", help="Apply the rule inside each group of this column, keeping each group's share.")] = None,
     drop_null: Annotated[bool, typer.Option("--drop-null", help="Skip rows whose --by value is null or NaN (an error otherwise).")] = False,

@@ -37,8 +37,8 @@ different configuration, and does nothing on a finished run.
 def train_cmd(
     input: InputArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Run directory (created).", show_default=False)],
-    model: Annotated[str, typer.Option("--model", help="A configs/models name or file (random init, e.g. llama-5m) or a Hugging Face model directory to continue training.", rich_help_panel=MODEL)] = D.model,
-    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer directory, cached hub id, or gpt2 / smollm2 (offline assets); default: the model directory's.", rich_help_panel=MODEL)] = D.tokenizer,
+    model: Annotated[str, typer.Option("--model", help="A configs/models name or file (random init, e.g. llama-5m), smollm2 (offline asset) or a Hugging Face model directory to continue training.", rich_help_panel=MODEL)] = D.model,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer: gpt2 or smollm2 (offline assets), a directory, a .gguf file or a hub id in the local Hugging Face cache; default: the model's own.", rich_help_panel=MODEL)] = D.tokenizer,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per packed training sequence.", rich_help_panel=MODEL)] = D.seq_len,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data, each in the same order.", rich_help_panel=MODEL)] = D.epochs,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Stop after this many training tokens (whole steps).", rich_help_panel=MODEL)] = D.max_tokens,

@@ -37,7 +37,9 @@ def resolve_model(spec: str, stdin=None) -> tuple[Path | str, Optional[dict]]:
         return path / "model", manifest
     if path.is_dir() and not (path / "config.json").is_file() and (path / "run.json").is_file():
         raise DeltError(f"MODEL {spec}: a training run that has not finished (no manifest.json); evaluate one of its checkpoints/ instead")
-    return (path if path.exists() else spec), None
+    from delt_cli.models.loading import resolve
+
+    return resolve(spec, use="model", flag="MODEL"), None  # a short name (smollm2) or cached hub id; never the network
 
 
 def split_tasks(spec: str) -> tuple[list[str], bool]:

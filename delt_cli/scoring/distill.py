@@ -116,7 +116,7 @@ def distill(
         if stage.finished:
             return {}
         device = get_dist().device
-        enc, tok = load_encoder(encoder, dtype=dtype, device=device)
+        enc, tok = load_encoder(encoder, dtype=dtype, device=device, flag="--encoder")
         limit = getattr(enc.config, "max_position_embeddings", None) or max_length
         max_length = int(min(max_length, limit))
         torch.manual_seed(seed)

@@ -42,22 +42,18 @@ from delt_cli.training.rundir import MODEL_DIR, finished_manifest, prepare_run_d
 from delt_cli.training.schedule import make_scheduler, resolve_warmup
 from delt_cli.training.tokens import TokenCache, build_token_cache, tokenizer_fingerprint
 
-# Short names for the tokenizers that ship with the offline assets.
-TOKENIZER_ALIASES = {"gpt2": "gpt2_tokenizer_dir", "smollm2": "smollm2_dir"}
-
 
 def resolve_tokenizer_spec(spec: Optional[str], model: str) -> str:
-    """The tokenizer to use: --tokenizer (a directory, GGUF, cached hub id, or gpt2/smollm2 from the
-    offline assets), else the model directory's own tokenizer."""
-    if spec is None:
-        if Path(model).is_dir() and any((Path(model) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-            return str(model)
-        raise DeltError(f"--tokenizer: required when --model {model} is not a model directory with a tokenizer (e.g. --tokenizer gpt2)")
-    if spec in TOKENIZER_ALIASES and not Path(spec).exists():
-        from delt_cli import assets
+    """The tokenizer to use: --tokenizer (a directory, GGUF, cached hub id, or a short name such as gpt2 /
+    smollm2 from the offline assets), else the model's own tokenizer (a model directory or short name)."""
+    from delt_cli.models.loading import resolve
 
-        return str(getattr(assets, TOKENIZER_ALIASES[spec])())
-    return spec
+    if spec is None:
+        where = resolve(model, use="model", flag="--model")
+        if Path(where).is_dir() and any((Path(where) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return str(where)
+        raise DeltError(f"--tokenizer: required when --model {model} is not a model directory with a tokenizer (e.g. --tokenizer gpt2)")
+    return str(resolve(spec, use="tokenizer", flag="--tokenizer"))
 
 
 def resolve_precision(precision: str, device: str):
