@@ -1,1 +1,1 @@
-"""Loading models and tokenizers: local directories, cached hub ids, GGUF files, configs."""
+"""Loading models, tokenizers and encoders: short names for the offline assets, local directories, GGUF files, configs, cached hub ids (never the network)."""
