@@ -16,7 +16,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
@@ -70,7 +72,7 @@ def corpus(tmp_path_factory):
 
     shared = tmp_path_factory.getbasetemp().parent
     with FileLock(str(shared / "corpus-tiny.lock")):
-        out = shared / "corpus-tiny"
+        out = shared / f"corpus-tiny-v{corpus_build.CORPUS_VERSION}"  # a build of an older version is refused
         summary = build_corpus(make_config("tiny"), out)
     return out, summary
 
@@ -266,6 +268,30 @@ def test_train_rows_are_mixed_not_grouped_by_domain(splits):
     assert len(set(first)) == len(DOMAINS)
 
 
+def test_heldout_rows_are_mixed_too(splits):
+    # corpus version 1 put all 10 fiction rows of the tiny held-out set (all 50 of the demo's) first
+    rows = splits["heldout"]
+    first_half = Counter(r["domain"] for r in rows[: len(rows) // 2])
+    assert all(2 <= first_half[d] <= 8 for d in DOMAINS), first_half
+
+
+def test_reserved_splits_are_not_ordered_by_their_sampling_key():
+    # a play-like source (few big groups) samples its share from many more documents than it keeps,
+    # a source of one-document groups keeps all it takes: both must spread over the split
+    chunks = [Chunk(f"plays:{g}:{i}", "x", "fiction", "plays", f"plays:{g}") for g in range(10) for i in range(200)]
+    chunks += [Chunk(f"stories:{i}:0", "x", "fiction", "stories", f"stories:{i}") for i in range(2000)]
+    for d in ("wiki", "news", "narrative", "science"):
+        chunks += [Chunk(f"{d}:{i}:0", "x", d, d, f"{d}:{i}") for i in range(4000)]
+    sources = tuple(SimpleNamespace(name=n, role="pool") for n in ("plays", "stories", "wiki", "news", "narrative", "science"))
+    cfg = make_config("tiny", train_per_domain=100, heldout_per_domain=200, domain_target_docs=200)
+    out = corpus_build.assign(cfg, chunks, sources)
+    for name, key in (("heldout", "domain"), ("target-fiction", "source")):
+        rows = out[name]
+        first_half = Counter(getattr(c, key) for c in rows[: len(rows) // 2])
+        total = Counter(getattr(c, key) for c in rows)
+        assert all(abs(first_half[k] / n - 0.5) < 0.15 for k, n in total.items()), (name, first_half, total)
+
+
 def test_rerun_is_a_no_op_and_an_interrupted_build_resumes(corpus, tmp_path):
     out, summary = corpus
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
@@ -281,6 +307,16 @@ def test_rerun_is_a_no_op_and_an_interrupted_build_resumes(corpus, tmp_path):
     assert (copy / "train" / "part-00000.parquet").stat().st_mtime_ns == kept
     assert digests(copy) == digests(out)
     assert json.loads((copy / SUMMARY).read_text()) == summary
+
+
+def test_a_corpus_of_an_older_version_needs_overwrite(corpus, tmp_path):
+    out, _ = corpus
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    summary = json.loads((copy / SUMMARY).read_text())
+    (copy / SUMMARY).write_text(json.dumps({**summary, "corpus_version": 1}))
+    with pytest.raises(UsageError, match="corpus of version 1 .*--overwrite"):
+        build_corpus(make_config("tiny"), copy)
 
 
 def test_other_arguments_need_overwrite_which_replaces_the_build(corpus, tmp_path):

@@ -40,7 +40,7 @@ from delt_cli.dataset.reader import Dataset, Shard
 from delt_cli.dataset.writer import StagedOutput, shard_name, write_shard
 from delt_cli.errors import DeltError, UsageError
 
-CORPUS_VERSION = 1  # bump when a cleaning, cutting or splitting rule changes
+CORPUS_VERSION = 2  # 2: reserved splits in an order independent of their sample. Bump when a cleaning, cutting or splitting rule changes
 SUMMARY = "corpus.json"
 MIN_LATIN = 0.9  # an English corpus: documents mostly in another script are dropped
 COMMAND = "build_corpus"
@@ -209,7 +209,13 @@ def assign(cfg: CorpusConfig, chunks: list[Chunk], sources: tuple[Source, ...] =
     parts = partition(targets, [("target-science-eval", cfg.science_eval_docs)], "target-science", max_frac=0.5, **common)
     out["target-science-eval"] = parts["target-science-eval"]
     out["target-science"] = sample(parts["target-science"], cfg.science_target_docs, seed=cfg.seed, split="target-science-sample")
-    return {name: shuffled(rows, seed=cfg.seed, split=name) for name, rows in out.items()}
+    # Output order: a seeded shuffle keyed by (seed, split name). A reserved split (heldout, the
+    # targets) was sampled in `partition` with that same key, so its rows are each source's smallest
+    # keys and ordering by it would put the most subsampled sources first (version 1 had all 50
+    # fiction rows of the demo held-out set in its first 100): those splits get an order key of their
+    # own. train and target-science were sampled with "-sample" keys and keep theirs (and their order).
+    sampled_by_name = set(out) - {"train", "target-science"}
+    return {name: shuffled(rows, seed=cfg.seed, split=f"{name}-order" if name in sampled_by_name else name) for name, rows in out.items()}
 
 
 # -- writing -----------------------------------------------------------------------------
@@ -322,6 +328,8 @@ def _check_output(output: Path, cfg: CorpusConfig, inputs: Dataset, overwrite: b
     # Without --overwrite, only finished splits of this same build may be there (an interrupted run).
     for p in sorted(output.iterdir()):
         if p.name == SUMMARY and not same:
+            if previous is not None and previous.get("corpus_version") != CORPUS_VERSION:
+                raise UsageError(f"--output {output}: holds a corpus of version {previous.get('corpus_version')} (this builder writes version {CORPUS_VERSION}); pass --overwrite to rebuild it")
             raise UsageError(f"--output {output}: holds a corpus built with other arguments; pass --overwrite to replace it")
         if (p.name in runs or _ours(p)) and not (p.name in runs and _split_done(p, runs[p.name], inputs)):
             raise UsageError(f"--output {output}: holds a split '{p.name}' from another build; pass --overwrite to replace the corpus")
