@@ -168,7 +168,8 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_valid(data, tmp_path,
     real_save = torch.save
 
     def save_until_disk_full(obj, path, *a, **k):
-        if "step-00000004" in str(path) and Path(path).name == "scheduler.pt":
+        target = Path(getattr(path, "name", path))  # checkpoint.torch_save passes an open file
+        if "step-00000004" in str(target) and target.name == "scheduler.pt":
             real_save(obj, path, *a, **k)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, path, *a, **k)

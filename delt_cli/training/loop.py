@@ -165,6 +165,8 @@ def train_run(
     if latest is not None:
         start_step = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, rank=dist.rank)["step"]
         info(f"resuming {run_dir} from {latest.name} (step {start_step:,} of {total:,})")
+    elif mode == "resume":
+        info(f"{run_dir}: no checkpoint was written yet; training from step 0")
     dist.barrier()
 
     train_model = model
@@ -319,12 +321,12 @@ def _save_final_model(model, tokenizer, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        ckpt.save_model_dir(model, tokenizer, tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DeltError(f"cannot write the final model to {target} ({exc.strerror or exc}); rerun with --resume") from exc
+        where = f"{Path(exc.filename).name}: " if exc.filename else ""
+        raise DeltError(f"cannot write the final model to {target} ({where}{exc.strerror or exc}); rerun with --resume") from exc
 
