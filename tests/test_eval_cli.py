@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from trainkit import corpus, task_dir  # noqa: E402
 
 from delt_cli.cli.app import app  # noqa: E402
-from delt_cli.dataset import open_dataset  # noqa: E402
-from delt_cli.evaluation.heldout import heldout_loss, windows  # noqa: E402
+from delt_cli.dataset import open_dataset, read_shard  # noqa: E402
+from delt_cli.evaluation.heldout import heldout_loss, sample_rows, windows  # noqa: E402
 from delt_cli.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from delt_cli.training.config import TrainConfig  # noqa: E402
 from delt_cli.training.loop import train_run  # noqa: E402
@@ -78,7 +78,11 @@ def test_heldout_loss_equals_a_direct_computation(run):
     run_dir, data = run
     model = load_causal_lm(run_dir / "model", dtype="float32", device="cpu")
     tok = load_tokenizer(run_dir / "model")
-    texts = open_dataset(data).read_column("text").to_pylist()[:3]
+    # --limit 3 scores a sample stratified by domain (sample_rows), not the first three documents
+    ds = open_dataset(data)
+    picked = sample_rows(ds, 3, stratify="domain")
+    texts = [t for shard, rows in zip(ds.shards, picked) for t in read_shard(shard.path, ["text"]).column(0).take(rows).to_pylist()]
+    assert len(texts) == 3 and texts != ds.read_column("text").to_pylist()[:3]
     nats = tokens = 0.0
     with torch.no_grad():
         for text in texts:
@@ -111,9 +115,10 @@ def test_report_puts_runs_side_by_side(run, tasks, tmp_path):
     assert result.exit_code == 0, result.output
     text = (tmp_path / "rep" / "report.md").read_text()
     lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
-    assert lines[0].startswith("| run | arc_easy (acc_norm) | lambada (acc) | winogrande (acc) | avg | heldout loss")
-    assert lines[1].startswith(f"| first | {100 * first['tasks']['arc_easy']['score']:.2f} |")
-    assert lines[2].startswith("| other | 50.00 |")
+    assert lines[0].startswith("| run | arc_easy (acc_norm, n=4) | lambada (acc, n=4) | winogrande (acc, n=4) | avg | heldout loss (n=4)")
+    arc = first["tasks"]["arc_easy"]
+    assert lines[1].startswith(f"| first | {100 * arc['score']:.2f} ± {100 * arc['acc_norm_stderr']:.2f} |")
+    assert lines[2].startswith(f"| other | 50.00 ± {100 * arc['acc_norm_stderr']:.2f}")
     assert (tmp_path / "rep" / "report.png").stat().st_size > 5000
     assert invoke("report", tmp_path / "first.json", "-o", tmp_path / "x.md", "--labels", "a,b").exit_code == 1
 

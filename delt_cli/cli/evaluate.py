@@ -40,7 +40,7 @@ def eval_cmd(
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated task names; 'delt' = the paper's eight; 'heldout' = loss on --heldout.")] = "delt",
     heldout: Annotated[Optional[str], typer.Option("--heldout", help="Dataset (directory of shards) for held-out token loss / perplexity / bits per byte.")] = None,
     group_by: Annotated[Optional[str], typer.Option("--group-by", help="Also report held-out loss per value of this column (e.g. domain).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each task (and N documents of --heldout).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items of each task, and a sample of N documents of --heldout (stratified by --group-by or a domain column; seeded).")] = None,
     tasks_dir: Annotated[Optional[Path], typer.Option("--tasks-dir", help="Where `delt tasks build` wrote the task files (default: $DELT_TASKS or the asset cache).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Requests (choices) per forward pass.", rich_help_panel=SPEED)] = 32,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate requests from the left to this many tokens (default: the model's context); held-out window length (default 1024).", rich_help_panel=SPEED)] = None,

@@ -4,7 +4,8 @@ A results file is self-describing::
 
     {"command": "eval", "args": {...}, "model": {"path", "fingerprint", "parameters", "run": {...}},
      "tasks": {"hellaswag": {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "items", "primary", "score", ...},
-               "heldout": {"loss", "perplexity", "bits_per_byte", "tokens", "groups": {...}}},
+               "heldout": {"loss", "loss_stderr", "perplexity", "bits_per_byte", "bits_per_byte_stderr", "tokens",
+                           "documents", "sample": {...}, "groups": {...}}},
      "average": <unweighted mean of the benchmark tasks' primary metric, DELT's "Avg">, ...}
 """
 
@@ -34,17 +35,22 @@ def _fmt(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _docs(metrics: dict) -> str:
+    docs = f"{metrics['documents']:,} docs, " if "documents" in metrics else ""
+    return f"{docs}{metrics['tokens']:,} tok"
+
+
 def print_table(results: dict) -> None:
     table = Table(title=f"{results['model'].get('path', '')}", title_style="bold", show_lines=False)
     for column in ("task", "metric", "value", "stderr", "items"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     for name, metrics in results["tasks"].items():
         if name == "heldout":
-            table.add_row(name, "loss", _fmt(metrics["loss"]), "", _fmt(metrics["tokens"]) + " tok")
+            table.add_row(name, "loss", _fmt(metrics["loss"]), _fmt(metrics.get("loss_stderr")), _docs(metrics))
             table.add_row("", "perplexity", _fmt(metrics["perplexity"]), "", "")
-            table.add_row("", "bits_per_byte", _fmt(metrics["bits_per_byte"]), "", "")
+            table.add_row("", "bits_per_byte", _fmt(metrics["bits_per_byte"]), _fmt(metrics.get("bits_per_byte_stderr")), "")
             for group, g in metrics.get("groups", {}).items():
-                table.add_row(f"  {metrics.get('group_by')}={group}", "loss", _fmt(g["loss"]), "", _fmt(g["tokens"]) + " tok")
+                table.add_row(f"  {metrics.get('group_by')}={group}", "loss", _fmt(g["loss"]), _fmt(g.get("loss_stderr")), _docs(g))
             continue
         first = True
         for metric in ("acc", "acc_norm", "perplexity"):
