@@ -17,11 +17,14 @@ delt report a/eval.json b/eval.json --labels baseline,delt -o report.md
 ```
 
 Writes a markdown table (one row per run: each task's primary metric in percent, the
-average, held-out loss) and a bar plot beside it (same name, .png); prints the table on stderr.
+average, held-out loss, each ± one standard error, with n) and a bar plot with error bars
+beside it (same name, .png); prints the table on stderr. Put the baseline first: a later
+run's number within noise of the first run's (a difference under twice its standard
+error) is marked ≈ in the table and hatched in the plot.
 """
 
 
-@app.command("report", help="Put several evaluated runs side by side: a markdown table and a bar plot (PNG).", epilog=EXAMPLES)
+@app.command("report", help="Put several evaluated runs side by side, with standard errors: a markdown table and a bar plot (PNG).", epilog=EXAMPLES)
 @step
 def report_cmd(
     inputs: Annotated[List[str], typer.Argument(metavar="RUN_OR_RESULTS...", help="Run directories (with eval.json) or `delt eval` results files.", show_default=False)],
