@@ -10,7 +10,10 @@ import os
 import sys
 from typing import Optional
 
+from rich.markup import escape
+
 from delt_cli.cli.base import COMMANDS, app, register
+from delt_cli.console import console
 
 # Commands that only move Arrow data and never hand pandas objects to pyarrow.
 ARROW_ONLY = {"prepare", "select", "order", "stats"}
@@ -64,6 +67,25 @@ def _command_word(argv: list[str]) -> Optional[str]:
     return None
 
 
+def _is_a(exc: BaseException, name: str) -> bool:
+    """Whether exc is one of click's exceptions (typer vendors click from 0.28 on; earlier versions
+    raise click's own), told by class name so that click need not be imported to check."""
+    return any(kind.__name__ == name for kind in type(exc).__mro__)
+
+
+def usage_error(exc: Exception) -> int:
+    """Print a click usage error (bad choice or value, missing or unknown option, unknown command) as
+    one `error:` line naming the flag, with where to find help; return its exit status (2)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `delt tasks` alone: the help is printed already
+        return exc.exit_code
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.help_option_names:
+        message += f" (see `{ctx.command_path} {ctx.help_option_names[0]}`)"
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False)
+    return exc.exit_code
+
+
 def main(argv: Optional[list] = None) -> int:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -72,9 +94,19 @@ def main(argv: Optional[list] = None) -> int:
         prepare_arrow_process()
     register([word] if word in COMMANDS else None)
     try:
-        app(args=args, prog_name="delt")
+        # Not standalone: click's usage errors come back here as exceptions instead of typer's
+        # boxed multi-line message, and become one `error:` line like every other mistake.
+        code = app(args=args, prog_name="delt", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # an int is an Exit's code; commands return None
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:
+        if _is_a(exc, "Abort"):
+            console.print("[bold red]error:[/bold red] aborted")
+            return 1
+        if not _is_a(exc, "ClickException"):
+            raise
+        return usage_error(exc)
     finally:
         if argv is None:  # a console-script run: the process exits next
             # Python's last collection at exit walks every object that the imports made
