@@ -20,6 +20,7 @@ the smaller group code, then to the smaller rank.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -121,7 +122,9 @@ def order_dataset(
     from delt_cli.dataset import StagedOutput, open_dataset, read_manifest
     from delt_cli.dataset.permute import write_permuted
     from delt_cli.dataset.provenance import RunInfo
+    from delt_cli.dataset.timing import phase, report
 
+    started = time.perf_counter()
     if method not in METHODS:
         raise UsageError(f"--method {method}: expected one of {', '.join(METHODS)}")
     if folds < 1:
@@ -131,31 +134,37 @@ def order_dataset(
     if method != "shuffle" and by is None:
         raise UsageError(f"--method {method} needs --by COLUMN")
     run = run or RunInfo(command="order", args={"method": method, "by": by, "folds": folds, "descending": descending, "seed": seed})
-    ds = open_dataset(input, id_column=id_column, text_column=text_column)
-    ds.check_ids()
+    with phase("open"):
+        ds = open_dataset(input, id_column=id_column, text_column=text_column)
+    with phase("ids"):
+        ds.check_ids()
     n = ds.num_rows
     rows = np.arange(n, dtype=np.int64)
     values = None
-    if by is not None and method != "shuffle":
-        values, valid = ds.read_numeric(by, drop_null=drop_null)
-        if not valid.all():
-            rows = np.flatnonzero(valid)
-            values = values[rows]
-    groups = ds.read_groups(group_by)[0][rows] if group_by else None
-    if groups is not None:
-        groups = np.unique(groups, return_inverse=True)[1].astype(np.int64)
+    with phase("keys"):
+        if by is not None and method != "shuffle":
+            values, valid = ds.read_numeric(by, drop_null=drop_null)
+            if not valid.all():
+                rows = np.flatnonzero(valid)
+                values = values[rows]
+        groups = ds.read_groups(group_by)[0][rows] if group_by else None
+        if groups is not None:
+            groups = np.unique(groups, return_inverse=True)[1].astype(np.int64)
     if shard_rows is None:
         shard_rows = max(1, max((s.num_rows for s in ds.shards), default=1))
     with StagedOutput(output, [ds], run=run, overwrite=overwrite, resume=resume) as stage:
         if stage.finished:
             return read_manifest(Path(output)) or {}
-        local = compute_order(method, n=len(rows), values=values, groups=groups, folds=folds, descending=descending, seed=seed)
-        order = rows[local]
+        with phase("decide"):
+            local = compute_order(method, n=len(rows), values=values, groups=groups, folds=folds, descending=descending, seed=seed)
+            order = rows[local]
         write_permuted(ds, order, stage.path, stage.metadata(), shard_rows=shard_rows)
         extra = {"ordering": {"method": method, "by": by, "folds": folds if method == "folding" else None,
                               "descending": descending, "seed": seed if method == "shuffle" else None,
                               "group_by": group_by, "rows_in": n, "rows_out": int(len(order)), "shard_rows": shard_rows}}
-        manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
+        with phase("manifest"):
+            manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
     info(f"ordered {len(order):,} rows ({method}{' by ' + by if by and method != 'shuffle' else ''}"
          f"{', L=' + str(folds) if method == 'folding' else ''}{', grouped by ' + group_by if group_by else ''})")
+    report("order", started)
     return manifest

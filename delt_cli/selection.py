@@ -22,6 +22,7 @@ Everything here works on numpy arrays of one value per row.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -228,22 +229,22 @@ def select_dataset(
     from delt_cli.dataset import StagedOutput, open_dataset
     from delt_cli.dataset.permute import write_filtered
     from delt_cli.dataset.provenance import RunInfo
+    from delt_cli.dataset.timing import phase, report
 
+    started = time.perf_counter()
     run = run or RunInfo(command="select", args={"by": by, "rule": rule.describe(), "lowest": lowest, "group_by": group_by})
-    ds = open_dataset(input, id_column=id_column, text_column=text_column)
-    ds.check_ids()
+    with phase("open"):
+        ds = open_dataset(input, id_column=id_column, text_column=text_column)
+    with phase("ids"):
+        ds.check_ids()
     n = ds.num_rows
-    if rule.kind == "random_r":
-        values, valid = None, None
-        if by is not None:
-            values, valid = ds.read_numeric(by, drop_null=drop_null)
-    else:
-        if by is None:
-            raise UsageError(f"--by COLUMN is required for --{rule.kind.replace('_', '-')}")
-        values, valid = ds.read_numeric(by, drop_null=drop_null)
-    if valid is not None and valid.all():
-        valid = None
-    groups, group_names = ds.read_groups(group_by) if group_by else (None, [])
+    if rule.kind != "random_r" and by is None:
+        raise UsageError(f"--by COLUMN is required for --{rule.kind.replace('_', '-')}")
+    with phase("keys"):
+        values, valid = ds.read_numeric(by, drop_null=drop_null) if by is not None else (None, None)
+        if valid is not None and valid.all():
+            valid = None
+        groups, group_names = ds.read_groups(group_by) if group_by else (None, [])
     lengths = None
     unit = None
     if rule.kind == "budget":
@@ -251,7 +252,8 @@ def select_dataset(
     with StagedOutput(output, [ds], run=run, overwrite=overwrite, resume=resume) as stage:
         if stage.finished:
             return read_finished(output)
-        keep = select_mask(rule, values, n=n, valid=valid, lowest=lowest, groups=groups, lengths=lengths)
+        with phase("decide"):
+            keep = select_mask(rule, values, n=n, valid=valid, lowest=lowest, groups=groups, lengths=lengths)
         kept = int(keep.sum())
         write_filtered(ds, keep, stage.path, stage.metadata())
         extra = {"selection": {"rule": rule.kind, "value": rule.value, "rows_in": n, "rows_kept": kept}}
@@ -261,8 +263,10 @@ def select_dataset(
             extra["selection"]["rows_null_skipped"] = int(n - valid.sum())
         if groups is not None:
             extra["selection"]["groups"] = _group_counts(group_names, groups, keep)
-        manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
+        with phase("manifest"):
+            manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
     info(f"kept {kept:,} of {n:,} rows ({rule.describe()}{', by ' + by if by else ''})")
+    report("select", started)
     return manifest
 
 

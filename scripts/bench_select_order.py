@@ -1,18 +1,41 @@
 #!/usr/bin/env python
-"""Benchmark: `delt select --top-r 0.5` then `delt order --method folding` vs an in-memory reference.
+"""Benchmark: `delt select --top-r 0.5` then `delt order --method folding` against three other ways.
 
-The reference is the approach of the papers' published code: load a JSONL file into a
-Python list, sort it, slice, write JSONL (selection, then ordering, as two steps).
-Both run as subprocesses on the same N synthetic documents (~500 bytes of text and a
-float score each; Parquet shards of 100k rows for delt, one JSONL file for the
-reference); wall time and peak RSS (ru_maxrss of the process) are measured.
+Contestants, each a fresh process (start-up included), on the same N documents:
 
-    python scripts/bench_select_order.py --rows 1000000              # delt vs reference
-    python scripts/bench_select_order.py --rows 10000000 --no-reference
-    python scripts/bench_select_order.py --rows 1000000 --rows 10000000 --write-docs
-    python scripts/bench_select_order.py --rows 1000000 --codec zstd --codec lz4   # codecs side by side
+* delt: `delt select IN -o sel --by score --top-r 0.5` then `delt order sel -o ord
+  --method folding --by score` (two processes; --variant picks how select writes);
+* reference: the papers' published approach: load a JSONL file into a Python list, sort,
+  slice, write JSONL (selection, then ordering, as two processes);
+* duckdb: one query (row_number() over score descending, file, row keeps the top half;
+  the kept rows' ascending position p orders them by p % 3, p), written as zstd Parquet;
+* polars: one lazy query doing the same (ordinal ranks), sink_parquet with zstd.
 
-With --write-docs the table replaces the "Select and order" section of docs/benchmarks.md.
+Every contestant must produce the same ids in the same order (checked after every run).
+
+Two kinds of input (--input, default both), 100k rows per file, an `id`, a `text` and a
+float `score` column:
+
+* delt: shards as `delt prepare` writes them (zstd, row groups of 16,384 rows, no
+  manifest), text of ~500 bytes made of pairs of pieces from a pool of 20k random word
+  sequences (repetitive: zstd shrinks it a lot);
+* foreign: Parquet as pyarrow writes it with its defaults (snappy, one row group per file,
+  no manifest), text of ~500 bytes of uniform random words from a 5,000-word vocabulary
+  (closer to the entropy of real text: zstd level 1 keeps ~46% of it, snappy ~95%).
+
+Each round runs every contestant once, in an order rotated from round to round, so runs
+compared with each other are seconds apart on a machine whose speed drifts; speed-ups are
+medians of the rounds' ratios. Peak memory is the process's ru_maxrss (the largest over
+the rounds). delt runs with DELT_TIMINGS=1 and reports CPU seconds per phase
+(delt_cli/dataset/timing.py); start-up and exit are the process's wall time minus the
+library call's.
+
+    python scripts/bench_select_order.py --rows 200000 --repeats 1            # quick look
+    python scripts/bench_select_order.py --rows 1000000 --repeats 5 --write-docs
+    python scripts/bench_select_order.py --rows 10000000 --no-baselines --input foreign
+    python scripts/bench_select_order.py --rows 100000000 --text-bytes 40 --no-baselines --input foreign --repeats 1
+
+With --write-docs the tables replace the "Select and order" block of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,12 +52,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from delt_cli.dataset import write_shard  # noqa: E402
+
 SHARD_ROWS = 100_000
+TOP_R = 0.5
+FOLDS = 3
 
 REFERENCE_SELECT = r"""
 import json, sys
@@ -58,129 +85,305 @@ with open(sys.argv[2], "w") as out:
         out.write(json.dumps(r) + "\n")
 """
 
+# What a user who knows SQL would type: rank by score (ties: earlier file, earlier row), keep
+# the top floor(n r), order the kept rows by fold (ascending position mod L), then position.
+DUCKDB = r"""
+import sys, duckdb
+src, out, r, L = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+duckdb.connect().execute(f'''
+COPY (
+  WITH ranked AS (
+    SELECT *, row_number() OVER (ORDER BY score DESC, filename, file_row_number) AS rnk
+    FROM read_parquet('{src}/*.parquet', filename = true, file_row_number = true)),
+  kept AS (
+    SELECT *, row_number() OVER (ORDER BY score, filename, file_row_number) - 1 AS pos
+    FROM ranked WHERE rnk <= floor((SELECT count(*) FROM ranked) * {r}))
+  SELECT * EXCLUDE (rnk, pos, filename, file_row_number) FROM kept ORDER BY pos % {L}, pos
+) TO '{out}' (FORMAT parquet, COMPRESSION zstd)''')
+"""
+
+# The same as one polars lazy query: ordinal ranks break ties by row order.
+POLARS = r"""
+import sys, polars as pl
+src, out, r, L = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+(
+    pl.scan_parquet(f"{src}/*.parquet").with_row_index("row")
+    .filter(pl.struct(pl.col("score").neg(), "row").rank("ordinal") <= (pl.len() * r).floor())
+    .with_columns(pos=pl.struct("score", "row").rank("ordinal") - 1)
+    .sort(pl.col("pos") % L, "pos")
+    .drop("row", "pos")
+    .sink_parquet(out, compression="zstd")
+)
+"""
+
 MEASURE = r"""
-import resource, subprocess, sys, time
+import json, resource, subprocess, sys, time
 t = time.perf_counter()
-rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 wall = time.perf_counter() - t
-print(f"{wall} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {rc}")
+print(json.dumps({"wall": wall, "rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "rc": p.returncode, "stderr": p.stderr[-20000:]}))
 """
 
 
-def measure(cmd: list[str], env=None) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one subprocess."""
-    out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, env=env)
-    wall, rss_kb, rc = out.stdout.split()
-    if rc != "0":
-        raise SystemExit(f"command failed: {' '.join(cmd)}\n{out.stderr}")
-    return float(wall), int(rss_kb) / 1024
+def measure(cmd: list[str], env=None) -> dict:
+    """Wall seconds, peak RSS (MB) and stderr of one subprocess."""
+    out = subprocess.run([sys.executable, "-c", MEASURE, *map(str, cmd)], capture_output=True, text=True, env=env)
+    r = json.loads(out.stdout)
+    if r["rc"] != 0:
+        raise SystemExit(f"command failed: {' '.join(map(str, cmd))}\n{r['stderr']}")
+    timings = [json.loads(line.split(" ", 1)[1]) for line in r["stderr"].splitlines() if line.startswith("delt-timings ")]
+    return {"s": r["wall"], "rss_mb": r["rss_kb"] / 1024, "timings": timings[-1] if timings else None}
 
 
-def generate(directory: Path, n: int, jsonl: Path | None, seed: int = 0) -> None:
-    """N docs of ~500 bytes: pairs of pieces from a pool of random word sequences, a float score."""
+# -- inputs ------------------------------------------------------------------------------
+
+
+def vocabulary(rng: np.random.Generator, size: int = 5000) -> list[bytes]:
+    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+    return [letters[rng.integers(0, 26, n)].tobytes() for n in rng.integers(2, 10, size)]
+
+
+def random_words(rng: np.random.Generator, words: list[bytes], m: int, target: int, chunk: int = 10_000) -> pa.Array:
+    """m documents of whole uniform random words joined by spaces, at most `target` bytes each."""
+    blob = np.frombuffer(b"".join(w + b" " for w in words), dtype=np.uint8)
+    size = np.array([len(w) + 1 for w in words], dtype=np.int64)  # with the space after it
+    where = np.concatenate([[0], np.cumsum(size)[:-1]])
+    per_doc = int(target / size.mean() * 1.6) + 8  # enough draws to pass `target` bytes
+    data, ends, base = [], [np.zeros(1, np.int64)], 0
+    for lo in range(0, m, chunk):
+        c = min(chunk, m - lo)
+        ids = rng.integers(0, len(words), (c, per_doc))
+        take = np.cumsum(size[ids], axis=1) <= target + 1  # + 1: the last word's space is dropped
+        take[:, 0] = True
+        picked = ids[take]
+        n = size[picked]
+        first = np.concatenate([[0], np.cumsum(n)[:-1]])
+        buf = blob[np.repeat(where[picked] - first, n) + np.arange(int(n.sum()))]
+        doc_bytes = np.where(take, size[ids], 0).sum(axis=1)
+        keep = np.ones(len(buf), bool)
+        keep[np.cumsum(doc_bytes) - 1] = False  # each document's trailing space
+        data.append(buf[keep])
+        ends.append(base + np.cumsum(doc_bytes - 1))
+        base = int(ends[-1][-1])
+    offsets = np.concatenate(ends).astype(np.int64)
+    return pa.LargeStringArray.from_buffers(m, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(data))).cast(pa.string())
+
+
+def pool_text(rng: np.random.Generator, words: list[bytes], m: int, target: int, pool: list[str]) -> pa.Array:
+    """The original benchmark text: two pieces from a pool of 20k random word sequences, cut to `target` bytes."""
+    a = np.array(pool, dtype=object)[rng.integers(0, len(pool), m)]
+    b = np.array(pool, dtype=object)[rng.integers(0, len(pool), m)]
+    return pa.array([(x + " " + y)[:target] for x, y in zip(a, b)], type=pa.string())
+
+
+def generate(kind: str, directory: Path, n: int, jsonl: Path | None, text_bytes: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    words = np.array(["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(2, 10))) for _ in range(5000)])
-    pool = pl.Series([" ".join(rng.choice(words, size=40)) for _ in range(20000)])
+    words = vocabulary(rng)
+    pool = [" ".join(w.decode() for w in rng.choice(np.array(words, dtype=object), size=40)) for _ in range(20_000)] if kind == "delt" else None
     directory.mkdir(parents=True)
     fh = open(jsonl, "w") if jsonl else None
-    for start in range(0, n, SHARD_ROWS):
+    for i, start in enumerate(range(0, n, SHARD_ROWS)):
         m = min(SHARD_ROWS, n - start)
-        a = pool.gather(rng.integers(0, len(pool), m))
-        b = pool.gather(rng.integers(0, len(pool), m))
-        df = pl.DataFrame(
-            {
-                "id": pl.Series([f"doc-{i:09d}" for i in range(start, start + m)]),
-                "text": (a + " " + b).str.slice(0, 500),
-                "score": rng.random(m),
-            }
-        )
-        write_shard(df.to_arrow(), directory / f"shard-{start // SHARD_ROWS:05d}.parquet")  # as `delt prepare` writes
+        text = random_words(rng, words, m, text_bytes) if kind == "foreign" else pool_text(rng, words, m, text_bytes, pool)
+        table = pa.table({"id": pa.array([f"doc-{j:09d}" for j in range(start, start + m)]), "text": text, "score": rng.random(m)})
+        if kind == "foreign":
+            pq.write_table(table, directory / f"data-{i:05d}.parquet")  # pyarrow's defaults: snappy, one row group
+        else:
+            write_shard(table, directory / f"shard-{i:05d}.parquet")  # as `delt prepare` writes them
         if fh:
-            fh.write(df.write_ndjson())
+            import polars as pl
+
+            fh.write(pl.from_arrow(table).write_ndjson())
     if fh:
         fh.close()
 
 
-def median(xs: list[float]) -> float:
+# -- contestants --------------------------------------------------------------------------
+
+VARIANTS = {
+    "eager": [],  # select writes the kept rows as Parquet shards
+}
+
+
+def run_delt(data: Path, work: Path, variant: str, codec: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DELT_PARQUET_COMPRESSION": codec, "DELT_TIMINGS": "1"}
+    delt = [sys.executable, "-m", "delt_cli", "--quiet"]
+    for p in ("sel", "ord"):
+        shutil.rmtree(work / p, ignore_errors=True)
+    sel = measure([*delt, "select", data, "-o", work / "sel", "--by", "score", "--top-r", TOP_R, *VARIANTS[variant]], env)
+    order = measure([*delt, "order", work / "sel", "-o", work / "ord", "--method", "folding", "--by", "score", "--folds", FOLDS], env)
+    out = {"s": sel["s"] + order["s"], "rss_mb": max(sel["rss_mb"], order["rss_mb"]), "select": sel, "order": order, "output": work / "ord"}
+    out["output_mb"] = sum(f.stat().st_size for f in (work / "ord").glob("*.parquet")) / 1e6
+    return out
+
+
+def run_reference(jsonl: Path, work: Path) -> dict:
+    s = measure([sys.executable, "-c", REFERENCE_SELECT, jsonl, work / "ref-sel.jsonl", TOP_R])
+    o = measure([sys.executable, "-c", REFERENCE_ORDER, work / "ref-sel.jsonl", work / "ref-ord.jsonl", FOLDS])
+    return {"s": s["s"] + o["s"], "rss_mb": max(s["rss_mb"], o["rss_mb"]), "output": work / "ref-ord.jsonl",
+            "output_mb": (work / "ref-ord.jsonl").stat().st_size / 1e6}
+
+
+def run_query(script: str, name: str, data: Path, work: Path) -> dict:
+    out = work / f"{name}.parquet"
+    out.unlink(missing_ok=True)
+    r = measure([sys.executable, "-c", script, data, out, TOP_R, FOLDS])
+    return {**r, "output": out, "output_mb": out.stat().st_size / 1e6}
+
+
+def output_ids(path: Path) -> pa.Array:
+    if path.suffix == ".jsonl":
+        import polars as pl
+
+        return pl.scan_ndjson(path).select("id").collect()["id"].to_arrow().cast(pa.string())
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    return pa.concat_arrays([c for f in files for c in pq.read_table(f, columns=["id"]).column("id").chunks]).cast(pa.string())
+
+
+def loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def run(n: int, kind: str, work: Path, args) -> dict:
+    data = work / f"{kind}-{n}"
+    baselines = [b for b in args.baseline if n <= args.baseline_max_rows]
+    jsonl = work / f"{kind}-{n}.jsonl" if "reference" in baselines else None
+    t = time.perf_counter()
+    generate(kind, data, n, jsonl, args.text_bytes)
+    gen = time.perf_counter() - t
+    contestants = [f"delt:{v}:{c}" for v in args.variant for c in args.codec] + baselines
+    runs: dict[str, list[dict]] = {c: [] for c in contestants}
+    expected = None
+    load = [loadavg()]
+    for r in range(args.repeats):
+        for c in contestants[r % len(contestants):] + contestants[: r % len(contestants)]:
+            if c.startswith("delt:"):
+                _, variant, codec = c.split(":")
+                res = run_delt(data, work, variant, codec)
+            elif c == "reference":
+                res = run_reference(jsonl, work)
+            else:
+                res = run_query(DUCKDB if c == "duckdb" else POLARS, c, data, work)
+            ids = output_ids(res["output"])
+            if expected is None:
+                expected = ids
+            res["same_ids"] = bool(ids.equals(expected))
+            if not res["same_ids"]:
+                print(f"warning: {c} gave different ids ({len(ids)} rows vs {len(expected)})", file=sys.stderr)
+            res.pop("output")
+            runs[c].append(res)
+            print(f"  {n:,} {kind} round {r + 1}: {c} {res['s']:.2f} s {res['rss_mb']:.0f} MB (load {loadavg():.1f})", file=sys.stderr)
+        load.append(loadavg())
+    shutil.rmtree(data, ignore_errors=True)
+    for p in [*work.glob("*.jsonl"), *work.glob("*.parquet")]:
+        p.unlink()
+    for p in ("sel", "ord"):
+        shutil.rmtree(work / p, ignore_errors=True)
+    return {"rows": n, "input": kind, "generate_s": gen, "repeats": args.repeats, "load": load, "runs": runs}
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def med(xs) -> float:
     return float(np.median(xs))
 
 
-def run(n: int, work: Path, reference: bool, repeats: int, codecs: list[str]) -> dict:
-    """Medians over `repeats` rounds; each round runs delt once per codec, then the reference.
-
-    Interleaving matters on a shared machine whose speed drifts by tens of percent over a
-    minute: the speed-up is the median of the per-round ratios, each taken from runs made
-    seconds apart, not a ratio of medians gathered minutes apart.
-    """
-    data = work / f"data-{n}"
-    jsonl = work / f"data-{n}.jsonl" if reference else None
-    t = time.perf_counter()
-    generate(data, n, jsonl)
-    gen = time.perf_counter() - t
-    delt = [sys.executable, "-m", "delt_cli", "--quiet"]
-    runs: dict[str, dict[str, list[float]]] = {c: {"select": [], "order": [], "rss": []} for c in codecs}
-    ref_times, ref_rss = [], []
-    sizes = {}
-    for _ in range(repeats):
-        for codec in codecs:
-            env = {**os.environ, "PYTHONPATH": str(REPO), "DELT_PARQUET_COMPRESSION": codec}
-            for p in ("sel", "ord"):
-                shutil.rmtree(work / p, ignore_errors=True)
-            sel_t, sel_rss = measure([*delt, "select", str(data), "-o", str(work / "sel"), "--by", "score", "--top-r", "0.5"], env)
-            ord_t, ord_rss = measure([*delt, "order", str(work / "sel"), "-o", str(work / "ord"), "--method", "folding", "--by", "score"], env)
-            r = runs[codec]
-            r["select"].append(sel_t), r["order"].append(ord_t), r["rss"].append(max(sel_rss, ord_rss))
-            sizes[codec] = sum(f.stat().st_size for f in (work / "ord").glob("*.parquet")) / 1e6
-        if reference:
-            rs_t, rs_rss = measure([sys.executable, "-c", REFERENCE_SELECT, str(jsonl), str(work / "ref-sel.jsonl"), "0.5"])
-            ro_t, ro_rss = measure([sys.executable, "-c", REFERENCE_ORDER, str(work / "ref-sel.jsonl"), str(work / "ref-ord.jsonl"), "3"])
-            ref_times.append(rs_t + ro_t), ref_rss.append(max(rs_rss, ro_rss))
-    result = {"rows": n, "generate_s": gen, "repeats": repeats, "delt": {}}
-    for codec, r in runs.items():
-        totals = [a + b for a, b in zip(r["select"], r["order"])]
-        result["delt"][codec] = {
-            "s": median(totals), "select_s": median(r["select"]), "order_s": median(r["order"]), "rss_mb": max(r["rss"]),
-            "output_mb": sizes[codec], "totals": totals,
-        }
-        if reference:
-            result["delt"][codec]["speedup"] = median([ref / ours for ref, ours in zip(ref_times, totals)])
-    if reference:
-        result.update(ref_s=median(ref_times), ref_rss_mb=max(ref_rss), ref_totals=ref_times)
-        # Same rows in the same order: compare the ids of both outputs (of the last codec's run).
-        ours = pl.read_parquet(str(work / "ord" / "*.parquet"), columns=["id"])["id"].to_list()
-        theirs = [json.loads(line)["id"] for line in open(work / "ref-ord.jsonl")]
-        result["same_output"] = ours == theirs
-    for p in ("sel", "ord"):
-        shutil.rmtree(work / p, ignore_errors=True)
-    shutil.rmtree(data, ignore_errors=True)
-    for p in work.glob("*.jsonl"):
-        p.unlink()
-    return result
+def spread(xs) -> str:
+    return f"{min(xs):.2f}-{max(xs):.2f}"
 
 
-def codec_label(codec: str) -> str:
-    return "zstd level 1 (default)" if codec == "zstd" else codec
+INPUT_LABEL = {"delt": "delt shards (zstd, 16k-row groups, repetitive text)", "foreign": "foreign Parquet (pyarrow defaults: snappy, 1 row group/file; random words)"}
+
+
+def label(c: str) -> str:
+    if c.startswith("delt:"):
+        _, variant, codec = c.split(":")
+        return f"delt select{' --lazy' if variant == 'lazy' else ''} + order" + ("" if codec == "zstd" else f" ({codec})")
+    return {"reference": "published approach (JSONL, in memory)", "duckdb": "DuckDB, one query", "polars": "polars, one lazy query"}[c]
 
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| rows | codec | delt select+order (median) | delt rows/s | delt peak RSS | output size | reference (JSONL, in memory) | reference rows/s | reference peak RSS | speed-up (median of rounds) | memory ratio | same output |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rows | input | contestant | time, median (range) | rows/s | peak RSS | output | same ids | delt's speed-up over it | delt's memory / its |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        ref = "ref_s" in r
-        for codec, d in r["delt"].items():
-            lines.append(
-                f"| {r['rows']:,} | {codec_label(codec)} | {d['s']:.2f} s (select {d['select_s']:.2f} + order {d['order_s']:.2f}) | {r['rows'] / d['s']:,.0f} | {d['rss_mb']:,.0f} MB | {d['output_mb']:,.0f} MB | "
-                + (f"{r['ref_s']:.2f} s | {r['rows'] / r['ref_s']:,.0f} | {r['ref_rss_mb']:,.0f} MB | {d['speedup']:.1f}x | {d['rss_mb'] / r['ref_rss_mb']:.2f} | {r['same_output']} |"
-                   if ref else "- | - | - | - | - | - |")
-            )
+        delt = [c for c in r["runs"] if c.startswith("delt:")]
+        best = delt[0]
+        for c, runs in r["runs"].items():
+            times = [x["s"] for x in runs]
+            cells = [f"{r['rows']:,}", r["input"], label(c), f"{med(times):.2f} s ({spread(times)})", f"{r['rows'] / med(times):,.0f}",
+                     f"{max(x['rss_mb'] for x in runs):,.0f} MB", f"{runs[-1]['output_mb']:,.0f} MB", str(all(x["same_ids"] for x in runs))]
+            if c.startswith("delt:"):
+                cells += ["-", "-"]
+            else:
+                ours = r["runs"][best]
+                cells += [f"{med([t['s'] / o['s'] for t, o in zip(runs, ours)]):.2f}x",
+                          f"{max(x['rss_mb'] for x in ours) / max(x['rss_mb'] for x in runs):.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(results: list[dict]) -> str:
+    """One line per (rows, input): the issue's targets against the first delt contestant."""
+    out = []
+    for r in results:
+        delt = [c for c in r["runs"] if c.startswith("delt:")][0]
+        ours = r["runs"][delt]
+        rss = max(x["rss_mb"] for x in ours)
+        parts = []
+        engines = [c for c in ("duckdb", "polars") if c in r["runs"]]
+        if engines:
+            fastest = [min(r["runs"][e][i]["s"] for e in engines) for i in range(len(ours))]
+            ratio = med([f / o["s"] for f, o in zip(fastest, ours)])
+            mem = min(max(x["rss_mb"] for x in r["runs"][e]) for e in engines)
+            parts.append(f"vs the faster of {' and '.join(engines)} (per round): {ratio:.2f}x (target >= 1.5x), memory {rss / mem:.2f} of the smaller peak (target <= 0.5)")
+        if "reference" in r["runs"]:
+            ref = r["runs"]["reference"]
+            parts.append(f"vs the published approach: {med([a['s'] / o['s'] for a, o in zip(ref, ours)]):.2f}x (target >= 5x), memory {rss / max(x['rss_mb'] for x in ref):.2f} (target <= 0.33)")
+        parts.append(f"peak {rss:,.0f} MB")
+        out.append(f"* {r['rows']:,} rows, {r['input']} input, {label(delt)}: " + "; ".join(parts) + ".")
+    for kind in sorted({r["input"] for r in results}):
+        same = [r for r in results if r["input"] == kind]
+        if len(same) > 1:
+            base = same[0]
+            d0 = [c for c in base["runs"] if c.startswith("delt:")][0]
+            for big in same[1:]:
+                t0, t1 = med([x["s"] for x in base["runs"][d0]]), med([x["s"] for x in big["runs"][d0]])
+                out.append(f"* {kind} input: {big['rows']:,} rows took {t1 / t0:.1f}x the time of {base['rows']:,} rows ({big['rows'] / base['rows']:.0f}x the rows).")
+    return "\n".join(out)
+
+
+PHASES = ["open", "ids", "keys", "decide", "decode", "filter", "bucket", "gather", "encode", "manifest"]
+
+
+def breakdown(results: list[dict]) -> str:
+    """Where delt's time goes: per command, wall in the process, start-up + exit, CPU per phase (medians)."""
+    lines = ["| rows | input | contestant | command | wall | start-up + exit | in the call | process CPU | " + " | ".join(f"{p} (CPU)" for p in PHASES) + " |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(PHASES)]
+    for r in results:
+        for c, runs in r["runs"].items():
+            if not c.startswith("delt:"):
+                continue
+            for cmd in ("select", "order"):
+                timed = [x[cmd] for x in runs if x[cmd]["timings"]]
+                if not timed:
+                    continue
+                wall = med([x["s"] for x in timed])
+                inside = med([x["timings"]["wall_s"] for x in timed])
+                cpu = {p: med([x["timings"]["cpu_s"].get(p, 0.0) for x in timed]) for p in PHASES}
+                lines.append(f"| {r['rows']:,} | {r['input']} | {label(c)} | {cmd} | {wall:.2f} s | {med([x['s'] - x['timings']['wall_s'] for x in timed]):.2f} s | {inside:.2f} s | "
+                             + f"{med([x['timings']['process_cpu_s'] for x in timed]):.2f} s | " + " | ".join(f"{cpu[p]:.2f}" if cpu[p] else "-" for p in PHASES) + " |")
     return "\n".join(lines)
 
 
 def write_docs(text: str) -> None:
     path = REPO / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n\nFigures measured on this project's machines, with the commands that produced them.\n"
+    doc = path.read_text()
     start, end = "<!-- BEGIN select-order -->", "<!-- END select-order -->"
     block = f"{start}\n{text}\n{end}"
     if start in doc:
@@ -190,41 +393,59 @@ def write_docs(text: str) -> None:
     path.write_text(doc)
 
 
+def versions() -> str:
+    import duckdb
+    import polars
+
+    return f"Python {platform.python_version()}, pyarrow {pa.__version__}, DuckDB {duckdb.__version__}, polars {polars.__version__}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, action="append", help="number of documents (repeatable; default 1,000,000)")
-    ap.add_argument("--no-reference", action="store_true", help="skip the in-memory JSONL reference")
-    ap.add_argument("--reference-max-rows", type=int, default=2_000_000, help="run the reference only up to this size")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each side per size; the table shows medians (default 3)")
+    ap.add_argument("--input", action="append", choices=["delt", "foreign"], help="input kind (repeatable; default both)")
+    ap.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="how delt select writes (repeatable; default all)")
     ap.add_argument("--codec", action="append", default=None, help="DELT_PARQUET_COMPRESSION values to time delt with (repeatable; default zstd)")
+    ap.add_argument("--baseline", action="append", choices=["reference", "duckdb", "polars"], help="baselines (repeatable; default all three)")
+    ap.add_argument("--no-baselines", action="store_true", help="time delt alone")
+    ap.add_argument("--baseline-max-rows", type=int, default=2_000_000, help="run the baselines only up to this size")
+    ap.add_argument("--text-bytes", type=int, default=500, help="bytes of text per document (default 500)")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds per size and input; tables show medians (default 3)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
     sizes = args.rows or [1_000_000]
+    args.input = args.input or ["delt", "foreign"]
+    args.variant = args.variant or list(VARIANTS)
+    args.codec = args.codec or ["zstd"]
+    args.baseline = [] if args.no_baselines else (args.baseline or ["reference", "duckdb", "polars"])
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []
     try:
         for n in sizes:
-            r = run(n, work, reference=not args.no_reference and n <= args.reference_max_rows, repeats=args.repeats, codecs=args.codec or ["zstd"])
-            print(json.dumps(r), file=sys.stderr)
-            results.append(r)
+            for kind in args.input:
+                r = run(n, kind, work, args)
+                print(json.dumps(r, default=str), file=sys.stderr)
+                results.append(r)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = table(results)
-    if len(results) > 1:
-        base, big = results[0], results[-1]
-        for codec in big["delt"]:
-            text += f"\n\nTime ratio {big['rows']:,} / {base['rows']:,} rows ({codec_label(codec)}): {big['delt'][codec]['s'] / base['delt'][codec]['s']:.1f}x for {big['rows'] / base['rows']:.0f}x the rows."
-    cmd = ("python scripts/bench_select_order.py " + " ".join(f"--rows {n}" for n in sizes) + "".join(f" --codec {c}" for c in args.codec or [])
-           + (f" --repeats {args.repeats}" if args.repeats != 3 else "") + (" --no-reference" if args.no_reference else "") + " --write-docs")
+    cmd = ("python scripts/bench_select_order.py" + "".join(f" --rows {n}" for n in sizes) + "".join(f" --input {k}" for k in args.input)
+           + "".join(f" --variant {v}" for v in args.variant) + "".join(f" --codec {c}" for c in args.codec if args.codec != ["zstd"])
+           + (" --no-baselines" if args.no_baselines else "".join(f" --baseline {b}" for b in args.baseline)) + f" --text-bytes {args.text_bytes}" * (args.text_bytes != 500)
+           + f" --repeats {args.repeats}" + " --write-docs" * args.write_docs)
+    loads = [x for r in results for x in r["load"]]
     text = (
         "## Select and order (`scripts/bench_select_order.py`)\n\n"
-        f"`delt select --top-r 0.5` then `delt order --method folding` (two processes, Parquet shards of 100k rows, "
-        f"~500 bytes of text per row) against the papers' approach (load JSONL into a list, sort, slice, write JSONL; "
-        f"also two processes), same documents, same run; {args.repeats} rounds, each running delt then the reference; times are medians, "
-        f"the speed-up is the median of the rounds' ratios. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.\n"
-        f"Command: `{cmd}`\n\n" + text + "\n"
+        f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) against the published approach, "
+        "one DuckDB query and one polars lazy query, on the same documents (~"
+        f"{args.text_bytes} bytes of text each, files of {SHARD_ROWS:,} rows); every contestant a fresh process, start-up included; "
+        f"{args.repeats} rounds, each running every contestant once (order rotated per round); times are medians with the range of the rounds, "
+        "speed-ups the median of the rounds' ratios, peak RSS the largest of the rounds. "
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, {versions()}; "
+        f"1-minute load average {min(loads):.1f}-{max(loads):.1f} during the runs.\n"
+        f"Command: `{cmd}`\n\n" + table(results) + "\n\nTargets (issue 17):\n\n" + targets(results)
+        + "\n\nWhere delt's time goes (medians; CPU seconds summed over threads, from DELT_TIMINGS=1):\n\n" + breakdown(results) + "\n"
     )
     print(text)
     if args.write_docs:

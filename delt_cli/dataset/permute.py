@@ -22,16 +22,32 @@ from __future__ import annotations
 
 import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from delt_cli.dataset.parallel import parallel_map
 from delt_cli.dataset.reader import Dataset
+from delt_cli.dataset.timing import phase, timed
 from delt_cli.dataset.writer import ROW_GROUP_SIZE, ShardWriter, shard_name, write_shard
 
 POS = "__delt_pos"
+
+
+@contextmanager
+def _shard_writer(path: Path, schema: pa.Schema, metadata: dict[bytes, bytes]) -> Iterator[ShardWriter]:
+    """A ShardWriter whose writes and close count as the "encode" phase (dataset/timing.py)."""
+    out = ShardWriter(path, schema, metadata)
+    try:
+        yield out
+    except BaseException as exc:
+        out.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    with phase("encode"):
+        out.close()
 
 
 def _write_empty(dataset: Dataset, path: Path, metadata: dict[bytes, bytes]) -> Path:
@@ -54,10 +70,13 @@ def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata
             return None
         shard = dataset.shards[i]
         path = directory / shard.name
-        with ShardWriter(path, dataset.schema, metadata) as out:
-            for start, table in dataset.iter_row_groups(shard, wanted=mask):  # row groups with no kept row are not read
+        with _shard_writer(path, dataset.schema, metadata) as out:
+            for start, table in timed("decode", dataset.iter_row_groups(shard, wanted=mask)):  # row groups with no kept row are not read
                 part = mask[start : start + table.num_rows]
-                out.write(table if part.all() else table.filter(pa.array(part)))
+                with phase("filter"):
+                    table = table if part.all() else table.filter(pa.array(part))
+                with phase("encode"):
+                    out.write(table)
         return path
 
     written = [p for p in parallel_map(one, len(dataset.shards), "writing") if p is not None]
@@ -104,20 +123,21 @@ def write_permuted(
         written = 0
         shard_dest = dest[offsets[i] : offsets[i + 1]]
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
-            for start, table in dataset.iter_row_groups(dataset.shards[i], wanted=shard_dest >= 0):
-                d = shard_dest[start : start + table.num_rows]
-                rows = np.flatnonzero(d >= 0)
-                by_dest = rows[np.argsort(d[rows], kind="stable")]
-                positions = d[by_dest]
-                table = table.take(pa.array(by_dest)).replace_schema_metadata(None)
-                table = table.append_column(POS, pa.array(positions, type=pa.int64())).combine_chunks()
-                cuts = np.searchsorted(positions, boundaries)
-                for j in np.flatnonzero(np.diff(cuts)):
-                    lo, hi = int(cuts[j]), int(cuts[j + 1])
-                    for batch in table.slice(lo, hi - lo).to_batches():
-                        writer.write_batch(batch)
-                        found.setdefault(int(j), []).append(written)
-                        written += 1
+            for start, table in timed("decode", dataset.iter_row_groups(dataset.shards[i], wanted=shard_dest >= 0)):
+                with phase("bucket"):
+                    d = shard_dest[start : start + table.num_rows]
+                    rows = np.flatnonzero(d >= 0)
+                    by_dest = rows[np.argsort(d[rows], kind="stable")]
+                    positions = d[by_dest]
+                    table = table.take(pa.array(by_dest)).replace_schema_metadata(None)
+                    table = table.append_column(POS, pa.array(positions, type=pa.int64())).combine_chunks()
+                    cuts = np.searchsorted(positions, boundaries)
+                    for j in np.flatnonzero(np.diff(cuts)):
+                        lo, hi = int(cuts[j]), int(cuts[j + 1])
+                        for batch in table.slice(lo, hi - lo).to_batches():
+                            writer.write_batch(batch)
+                            found.setdefault(int(j), []).append(written)
+                            written += 1
         return found
 
     local = threading.local()
@@ -141,23 +161,26 @@ def write_permuted(
             """Pass 2 for output shard j, one row group at a time: every bucket batch is sorted by
             destination, so a row group's rows are one slice of each batch; they are merged and
             put in order there. Memory: the shard's batches once, plus one row group."""
-            batches = [open_bucket(path).get_batch(b) for path, ids in pieces[j] for b in ids]
-            positions = [b.column(POS).to_numpy() for b in batches]
+            with phase("gather"):
+                batches = [open_bucket(path).get_batch(b) for path, ids in pieces[j] for b in ids]
+                positions = [b.column(POS).to_numpy() for b in batches]
             path = directory / shard_name(j, n_out)
             step = ROW_GROUP_SIZE
-            with ShardWriter(path, dataset.schema, metadata) as out:
+            with _shard_writer(path, dataset.schema, metadata) as out:
                 for lo in range(int(boundaries[j]), min(int(boundaries[j + 1]), total), step):
-                    parts = []
-                    for batch, pos in zip(batches, positions):
-                        a, z = np.searchsorted(pos, [lo, lo + step])
-                        if z > a:
-                            parts.append(batch.slice(a, z - a))
-                    group = pa.Table.from_batches(parts, schema=bucket_schema)
-                    pos = group.column(POS).to_numpy()
-                    group = group.drop_columns([POS])
-                    if not np.all(pos[1:] > pos[:-1]):
-                        group = group.combine_chunks().take(pa.array(np.argsort(pos, kind="stable")))
-                    out.write(group)
+                    with phase("gather"):
+                        parts = []
+                        for batch, pos in zip(batches, positions):
+                            a, z = np.searchsorted(pos, [lo, lo + step])
+                            if z > a:
+                                parts.append(batch.slice(a, z - a))
+                        group = pa.Table.from_batches(parts, schema=bucket_schema)
+                        pos = group.column(POS).to_numpy()
+                        group = group.drop_columns([POS])
+                        if not np.all(pos[1:] > pos[:-1]):
+                            group = group.combine_chunks().take(pa.array(np.argsort(pos, kind="stable")))
+                    with phase("encode"):
+                        out.write(group)
             return path
 
         return parallel_map(assemble, n_out, "writing")
