@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from delt_cli.atomic import HOST, parse_temporary, process_alive, remove, staged_dir, write_text_atomic
+from delt_cli.atomic import HOST, parse_temporary, remove, staged_dir, write_text_atomic
 from delt_cli.console import info, warn
 from delt_cli.errors import DeltError, UsageError
 

@@ -132,8 +132,15 @@ def test_an_existing_run_dir_needs_resume_or_overwrite(finished, data, tmp_path)
     stranger.mkdir()
     (stranger / "precious.txt").write_text("keep me")
     result = invoke("train", str(data), "-o", str(stranger), *TINY, "--overwrite")
-    assert result.exit_code == 2 and "not a delt run directory" in result.output
+    assert result.exit_code == 2 and "holds files delt did not write (precious.txt)" in result.output
     assert (stranger / "precious.txt").read_text() == "keep me"
+    # a run directory with a file of the user's inside: --overwrite refuses too, deleting nothing
+    (finished / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in finished.iterdir())
+    result = invoke("train", str(data), "-o", str(finished), *TINY, "--max-steps", "8", "--overwrite")
+    assert result.exit_code == 2 and "holds files delt did not write (notes.txt)" in result.output
+    assert sorted(p.name for p in finished.iterdir()) == before
+    (finished / "notes.txt").unlink()
 
 
 def test_fewer_tokens_than_one_batch_is_an_error(tmp_path):

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from delt_cli.console import is_main_process, warn
+from delt_cli.atomic import parse_temporary, remove, staged_dir
 from delt_cli.dataset.provenance import write_json_atomic
 from delt_cli.errors import DeltError
 
@@ -170,22 +171,16 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
     final = root / name
-    tmp = root / f".{name}.tmp-{os.getpid()}"
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_model_dir(model, tokenizer, tmp)
-        torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
-        for rank, rng in enumerate(rng_states):
-            torch_save(rng, tmp / f"rng-{rank:05d}.pt")
-        write_json_atomic(tmp / STATE, {**state, "step": step})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with staged_dir(final) as tmp:
+            save_model_dir(model, tokenizer, tmp)
+            torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+            for rank, rng in enumerate(rng_states):
+                torch_save(rng, tmp / f"rng-{rank:05d}.pt")
+            write_json_atomic(tmp / STATE, {**state, "step": step})
         write_json_atomic(root / LATEST, {"step": step, "dir": name})
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
             previous = latest_checkpoint(run_dir, quiet=True)
         except DeltError:
@@ -205,8 +200,9 @@ def _prune(root: Path, *, keep: int, current: str) -> None:
         if path.name != current:
             shutil.rmtree(path, ignore_errors=True)
     for path in root.iterdir():  # temporaries left by a process that was killed while saving
-        if path.name.startswith(".step-") and f"-{os.getpid()}" not in path.name:
-            shutil.rmtree(path, ignore_errors=True)
+        tmp = parse_temporary(path)
+        if tmp is not None and tmp.target.startswith("step-") and not tmp.mine:
+            remove(path)
 
 
 # --- finding the checkpoint to resume from ---

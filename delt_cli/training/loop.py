@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import platform
 import time
 from pathlib import Path
@@ -26,19 +25,21 @@ from typing import Any, Optional
 import numpy as np
 
 from delt_cli import __version__
+from delt_cli.atomic import staged_dir
 from delt_cli.console import info, progress
 from delt_cli.dataset import RunInfo, open_dataset
 from delt_cli.dataset.provenance import MANIFEST_NAME, write_json_atomic
 from delt_cli.dataset.writer import check_output_location
 from delt_cli.distributed import Dist, get_dist
 from delt_cli.errors import DeltError
+from delt_cli.guard import OutputGuard, foreign_except
 from delt_cli.models.loading import fingerprint as model_fingerprint
 from delt_cli.models.loading import load_causal_lm, load_tokenizer
 from delt_cli.training import checkpoint as ckpt
 from delt_cli.training.batches import Layout, check_layout, sequences_per_epoch
 from delt_cli.training.config import TrainConfig, identity
 from delt_cli.training.runlog import LOSS_PLOT, METRICS, ORDER, StepLog, dedupe_consecutive, plot_loss, read_log
-from delt_cli.training.rundir import MODEL_DIR, finished_manifest, prepare_run_dir
+from delt_cli.training.rundir import MODEL_DIR, RUN_LAYOUT, finished_manifest, prepare_run_dir, run_key_of
 from delt_cli.training.schedule import make_scheduler, resolve_warmup
 from delt_cli.training.tokens import TokenCache, build_token_cache, tokenizer_fingerprint
 
@@ -140,143 +141,147 @@ def train_run(
         processes=dist.world,
     )
 
-    mode = prepare_run_dir(run_dir, run_id, resume=resume, overwrite=overwrite) if dist.is_main else None
-    mode = dist.broadcast_object(mode)
-    if mode == "finished":
-        info(f"{run_dir}: finished with the same configuration; nothing to do")
-        return finished_manifest(run_dir) if dist.is_main else None
-
-    try:  # a fresh run that fails its checks leaves nothing behind
-        model, cache, layout = _prepare(ds, config, tokenizer, run_dir, token_cache, dist)
-    except BaseException:
-        if mode == "fresh" and dist.is_main:
-            import shutil
-
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    total = layout.total_steps
-    warmup = resolve_warmup(total, config.warmup_steps, config.warmup_ratio)
-    optimizer = build_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, warmup_steps=warmup, total_steps=total, min_lr_ratio=config.min_lr_ratio)
-    torch.manual_seed(config.seed)
-
-    start_step = 0
-    latest = ckpt.latest_checkpoint(run_dir) if mode == "resume" else None
-    if latest is not None:
-        start_step = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, rank=dist.rank)["step"]
-        info(f"resuming {run_dir} from {latest.name} (step {start_step:,} of {total:,})")
-    elif mode == "resume":
-        info(f"{run_dir}: no checkpoint was written yet; training from step 0")
-    dist.barrier()
-
-    train_model = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model, device_ids=[dist.device.index] if str(dist.device).startswith("cuda") else None)
-
-    metrics = order = None
-    if dist.is_main:
-        keep = start_step if mode == "resume" else None
-        metrics = StepLog(run_dir / METRICS, keep_until=keep)
-        order = StepLog(run_dir / ORDER, keep_until=keep) if log_order else None
-        info(
-            f"training {sum(p.numel() for p in model.parameters()):,} parameters on {cache.num_tokens:,} tokens x {config.epochs} epoch(s): "
-            f"{total:,} steps of {layout.global_batch} x {layout.seq_len} tokens ({dist.world} process(es), {precision}, warmup {warmup})"
-        )
-
-    device_type = "cuda" if str(dist.device).startswith("cuda") else "cpu"
-    autocast = (lambda: torch.autocast(device_type=device_type, dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
-    loss_fn = torch.nn.functional.cross_entropy
-    train_seconds = 0.0
-    last_loss = float("nan")
-    with progress() as bar:
-        task = bar.add_task("training", total=total, completed=start_step)
-        for step in range(start_step, total):
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            loss_sum = torch.zeros((), device=dist.device)
-            for micro in range(layout.grad_accum):
-                inputs, targets = batch_tensors(cache, layout, layout.micro_batch(step, micro, dist.rank), dist.device)
-                sync = contextlib.nullcontext() if (dist.world == 1 or micro == layout.grad_accum - 1) else train_model.no_sync()
-                with sync:
-                    with autocast():
-                        logits = train_model(input_ids=inputs, use_cache=False).logits
-                    loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
-                    (loss / layout.grad_accum).backward()
-                loss_sum += loss.detach()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = loss_sum / layout.grad_accum
-            if dist.world > 1:
-                torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.AVG)
-            last_loss = float(step_loss)
-            if not math.isfinite(last_loss):
-                raise DeltError(f"loss became {last_loss} at step {step + 1}; lower --lr or check the data (the last checkpoint is intact)")
-            seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            done = step + 1
-            if dist.is_main:
-                metrics.write(
-                    {
-                        "step": done,
-                        "epoch": round(done * layout.global_batch / layout.sequences_per_epoch, 6),
-                        "tokens": done * layout.tokens_per_step,
-                        "loss": last_loss,
-                        "lr": lr,
-                        "grad_norm": float(grad_norm),
-                        "tokens_per_s": round(layout.tokens_per_step / seconds, 1),
-                        "elapsed_s": round(time.time() - started, 3),
-                    }
-                )
-                if order is not None:
-                    order.write({"step": done, "ids": step_document_ids(cache, layout, step)})
-                if log_every and (done % log_every == 0 or done == total):
-                    info(f"step {done:,}/{total:,}  loss {last_loss:.4f}  lr {lr:.3g}  grad-norm {float(grad_norm):.3g}  {layout.tokens_per_step / seconds:,.0f} tokens/s")
-            bar.advance(task)
-            if save_every and done % save_every == 0 and done < total:
-                _save(run_dir, done, model, tokenizer, optimizer, scheduler, dist, layout, keep_checkpoints)
-
-    if not dist.is_main:
-        dist.barrier()
-        return None
-    metrics.close()
-    if order is not None:
-        order.close()
-    _save_final_model(model, tokenizer, run_dir / MODEL_DIR)
-    records = read_log(run_dir / METRICS)
-    plot_loss(records, run_dir / LOSS_PLOT, title=f"{Path(ds.spec).name}: {config.model}")
-    trained_tokens = total * layout.tokens_per_step
-    manifest = run.manifest(
-        inputs=ds.describe(),
-        outputs=[],
-        extra={
-            "outputs": {"model": MODEL_DIR, "metrics": METRICS, "loss_plot": LOSS_PLOT, **({"order": ORDER} if log_order else {})},
-            "run": run_id,
-            "training": {
-                "steps": total,
-                "tokens": trained_tokens,
-                "dataset_tokens": cache.num_tokens,
-                "sequences_per_epoch": layout.sequences_per_epoch,
-                "global_batch": layout.global_batch,
-                "warmup_steps": warmup,
-                "precision": precision,
-                "processes": dist.world,
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "final_loss": records[-1]["loss"] if records else None,
-                "tokens_per_s": round((total - start_step) * layout.tokens_per_step / train_seconds, 1) if train_seconds else None,
-                "resumed_from_step": start_step or None,
-            },
-            "model": {"spec": config.model, "fingerprint": model_fingerprint(run_dir / MODEL_DIR)},
-            "versions": _versions(),
-        },
+    guard = OutputGuard(
+        run_dir, overwrite=overwrite, resume=resume, foreign=foreign_except(*RUN_LAYOUT), run_key=run_key_of(run_id), rank=dist.rank, world=dist.world
     )
-    write_json_atomic(run_dir / MANIFEST_NAME, manifest)
-    dist.barrier()
-    info(f"trained {total:,} steps ({trained_tokens:,} tokens), final loss {last_loss:.4f}; model in {run_dir / MODEL_DIR}")
-    return manifest
+    with guard:  # one run at a time on RUN_DIR; --overwrite never deletes what delt did not write
+        mode = prepare_run_dir(run_dir, run_id, resume=resume, overwrite=overwrite) if dist.is_main else None
+        mode = dist.broadcast_object(mode)
+        if mode == "finished":
+            info(f"{run_dir}: finished with the same configuration; nothing to do")
+            return finished_manifest(run_dir) if dist.is_main else None
+
+        try:  # a fresh run that fails its checks leaves nothing behind
+            model, cache, layout = _prepare(ds, config, tokenizer, run_dir, token_cache, dist)
+        except BaseException:
+            if mode == "fresh" and dist.is_main:
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        total = layout.total_steps
+        warmup = resolve_warmup(total, config.warmup_steps, config.warmup_ratio)
+        optimizer = build_optimizer(model, config)
+        scheduler = make_scheduler(optimizer, warmup_steps=warmup, total_steps=total, min_lr_ratio=config.min_lr_ratio)
+        torch.manual_seed(config.seed)
+
+        start_step = 0
+        latest = ckpt.latest_checkpoint(run_dir) if mode == "resume" else None
+        if latest is not None:
+            start_step = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, rank=dist.rank)["step"]
+            info(f"resuming {run_dir} from {latest.name} (step {start_step:,} of {total:,})")
+        elif mode == "resume":
+            info(f"{run_dir}: no checkpoint was written yet; training from step 0")
+        dist.barrier()
+
+        train_model = model
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_model = DistributedDataParallel(model, device_ids=[dist.device.index] if str(dist.device).startswith("cuda") else None)
+
+        metrics = order = None
+        if dist.is_main:
+            keep = start_step if mode == "resume" else None
+            metrics = StepLog(run_dir / METRICS, keep_until=keep)
+            order = StepLog(run_dir / ORDER, keep_until=keep) if log_order else None
+            info(
+                f"training {sum(p.numel() for p in model.parameters()):,} parameters on {cache.num_tokens:,} tokens x {config.epochs} epoch(s): "
+                f"{total:,} steps of {layout.global_batch} x {layout.seq_len} tokens ({dist.world} process(es), {precision}, warmup {warmup})"
+            )
+
+        device_type = "cuda" if str(dist.device).startswith("cuda") else "cpu"
+        autocast = (lambda: torch.autocast(device_type=device_type, dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
+        loss_fn = torch.nn.functional.cross_entropy
+        train_seconds = 0.0
+        last_loss = float("nan")
+        with progress() as bar:
+            task = bar.add_task("training", total=total, completed=start_step)
+            for step in range(start_step, total):
+                t0 = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                loss_sum = torch.zeros((), device=dist.device)
+                for micro in range(layout.grad_accum):
+                    inputs, targets = batch_tensors(cache, layout, layout.micro_batch(step, micro, dist.rank), dist.device)
+                    sync = contextlib.nullcontext() if (dist.world == 1 or micro == layout.grad_accum - 1) else train_model.no_sync()
+                    with sync:
+                        with autocast():
+                            logits = train_model(input_ids=inputs, use_cache=False).logits
+                        loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+                        (loss / layout.grad_accum).backward()
+                    loss_sum += loss.detach()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = loss_sum / layout.grad_accum
+                if dist.world > 1:
+                    torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.AVG)
+                last_loss = float(step_loss)
+                if not math.isfinite(last_loss):
+                    raise DeltError(f"loss became {last_loss} at step {step + 1}; lower --lr or check the data (the last checkpoint is intact)")
+                seconds = time.perf_counter() - t0
+                train_seconds += seconds
+                done = step + 1
+                if dist.is_main:
+                    metrics.write(
+                        {
+                            "step": done,
+                            "epoch": round(done * layout.global_batch / layout.sequences_per_epoch, 6),
+                            "tokens": done * layout.tokens_per_step,
+                            "loss": last_loss,
+                            "lr": lr,
+                            "grad_norm": float(grad_norm),
+                            "tokens_per_s": round(layout.tokens_per_step / seconds, 1),
+                            "elapsed_s": round(time.time() - started, 3),
+                        }
+                    )
+                    if order is not None:
+                        order.write({"step": done, "ids": step_document_ids(cache, layout, step)})
+                    if log_every and (done % log_every == 0 or done == total):
+                        info(f"step {done:,}/{total:,}  loss {last_loss:.4f}  lr {lr:.3g}  grad-norm {float(grad_norm):.3g}  {layout.tokens_per_step / seconds:,.0f} tokens/s")
+                bar.advance(task)
+                if save_every and done % save_every == 0 and done < total:
+                    _save(run_dir, done, model, tokenizer, optimizer, scheduler, dist, layout, keep_checkpoints)
+
+        if not dist.is_main:
+            dist.barrier()
+            return None
+        metrics.close()
+        if order is not None:
+            order.close()
+        _save_final_model(model, tokenizer, run_dir / MODEL_DIR)
+        records = read_log(run_dir / METRICS)
+        plot_loss(records, run_dir / LOSS_PLOT, title=f"{Path(ds.spec).name}: {config.model}")
+        trained_tokens = total * layout.tokens_per_step
+        manifest = run.manifest(
+            inputs=ds.describe(),
+            outputs=[],
+            extra={
+                "outputs": {"model": MODEL_DIR, "metrics": METRICS, "loss_plot": LOSS_PLOT, **({"order": ORDER} if log_order else {})},
+                "run": run_id,
+                "training": {
+                    "steps": total,
+                    "tokens": trained_tokens,
+                    "dataset_tokens": cache.num_tokens,
+                    "sequences_per_epoch": layout.sequences_per_epoch,
+                    "global_batch": layout.global_batch,
+                    "warmup_steps": warmup,
+                    "precision": precision,
+                    "processes": dist.world,
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "final_loss": records[-1]["loss"] if records else None,
+                    "tokens_per_s": round((total - start_step) * layout.tokens_per_step / train_seconds, 1) if train_seconds else None,
+                    "resumed_from_step": start_step or None,
+                },
+                "model": {"spec": config.model, "fingerprint": model_fingerprint(run_dir / MODEL_DIR)},
+                "versions": _versions(),
+            },
+        )
+        write_json_atomic(run_dir / MANIFEST_NAME, manifest)
+        dist.barrier()
+        info(f"trained {total:,} steps ({trained_tokens:,} tokens), final loss {last_loss:.4f}; model in {run_dir / MODEL_DIR}")
+        return manifest
 
 
 def _prepare(ds, config: TrainConfig, tokenizer, run_dir: Path, token_cache: Optional[Path], dist: Dist):
@@ -316,17 +321,10 @@ def _save(run_dir, step, model, tokenizer, optimizer, scheduler, dist: Dist, lay
 
 def _save_final_model(model, tokenizer, target: Path) -> None:
     """The final Hugging Face model directory, written beside and renamed into place."""
-    import shutil
-
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        ckpt.save_model_dir(model, tokenizer, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with staged_dir(target) as tmp:
+            ckpt.save_model_dir(model, tokenizer, tmp)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         where = f"{Path(exc.filename).name}: " if exc.filename else ""
         raise DeltError(f"cannot write the final model to {target} ({where}{exc.strerror or exc}); rerun with --resume") from exc
 

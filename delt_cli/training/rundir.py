@@ -25,6 +25,17 @@ from delt_cli.training.config import differing_keys
 IDENTITY = "run.json"
 MODEL_DIR = "model"
 RUN_FILES = (IDENTITY, "metrics.jsonl", MANIFEST_NAME, "checkpoints")
+# Everything a run directory may hold (what `--overwrite` may delete): the layout above, plus
+# `delt eval RUN_DIR`'s default results beside the model.
+RUN_LAYOUT = (*RUN_FILES, "tokens", MODEL_DIR, "order.jsonl", "loss.png", "eval.json", "eval.samples.jsonl")
+
+
+def run_key_of(identity: dict[str, Any]) -> str:
+    """What makes the processes of one training run share RUN_DIR's lock: its identity (configuration,
+    input, model and tokenizer fingerprints, number of processes)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def is_run_dir(path: Path) -> bool:
