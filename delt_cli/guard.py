@@ -271,7 +271,11 @@ class OutputGuard:
         rank: int = 0,
         world: int = 1,
         flag: str = "--output",
+        wait: float = 0.0,
     ):
+        """`wait`: seconds to wait for another run to release the target instead of refusing at
+        once (for shared caches, where the other process builds the very same thing)."""
+        self.wait = wait
         self.target = Path(target)
         self.overwrite = overwrite
         self.resume = resume
@@ -290,7 +294,15 @@ class OutputGuard:
             probe_writable(self.target, self.target, self.flag)
         elif self.target.exists() and (_immutable(self.target) or not os.access(self.target, os.W_OK)):
             raise DeltError(f"{self.flag} {self.target}: the file is read-only or immutable")
-        self.lock.acquire()
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                self.lock.acquire()
+                break
+            except DeltError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
         try:
             for line in clean_leftovers(self.target, everything_abandoned=self.lock.sole_holder()):
                 info(line)
