@@ -140,3 +140,20 @@ def test_harness_is_an_optional_extra_with_a_clear_error(run, tasks, tmp_path, m
     result = invoke("eval", run_dir, "-o", tmp_path / "h.json", "--tasks", "arc_easy", "--harness", "--tasks-dir", tasks)
     assert result.exit_code == 1
     assert "pip install 'delt_cli[harness]'" in result.output
+
+
+def test_eval_output_is_guarded(run, tasks, tmp_path):
+    """--overwrite never replaces a file delt eval did not write; a directory is not a results file."""
+    run_dir, _ = run
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"my": "notes"}')
+    result = invoke("eval", run_dir, "--tasks", "arc_easy", "--limit", "2", "--tasks-dir", tasks, "-o", mine, "--overwrite")
+    assert result.exit_code == 2 and "holds files delt did not write (notes.json)" in result.stderr
+    assert mine.read_text() == '{"my": "notes"}'
+    result = invoke("eval", run_dir, "--tasks", "arc_easy", "--limit", "2", "--tasks-dir", tasks, "-o", tmp_path)
+    assert result.exit_code == 2 and "is a directory" in result.stderr
+    out = tmp_path / "r.json"
+    assert invoke("eval", run_dir, "--tasks", "arc_easy", "--limit", "2", "--tasks-dir", tasks, "-o", out).exit_code == 0
+    result = invoke("eval", run_dir, "--tasks", "arc_easy", "--limit", "3", "--tasks-dir", tasks, "-o", out, "--overwrite")
+    assert result.exit_code == 0 and json.loads(out.read_text())["tasks"]["arc_easy"]["items"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json", "r.json"]  # no lock or temporary left
