@@ -121,6 +121,12 @@ def test_report_puts_runs_side_by_side(run, tasks, tmp_path):
     assert lines[2].startswith(f"| other | 50.00 ± {100 * arc['acc_norm_stderr']:.2f}")
     assert (tmp_path / "rep" / "report.png").stat().st_size > 5000
     assert invoke("report", tmp_path / "first.json", "-o", tmp_path / "x.md", "--labels", "a,b").exit_code == 1
+    # a second report replaces the first; a markdown file of the user's is never replaced
+    assert invoke("report", tmp_path / "first.json", "-o", tmp_path / "rep" / "report.md").exit_code == 0
+    (tmp_path / "README.md").write_text("# my notes\n")
+    result = invoke("report", tmp_path / "first.json", "-o", tmp_path / "README.md")
+    assert result.exit_code == 2 and "holds files delt did not write (README.md)" in result.stderr
+    assert (tmp_path / "README.md").read_text() == "# my notes\n"
 
 
 def test_bad_input_is_one_line(run, tmp_path):

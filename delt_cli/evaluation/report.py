@@ -13,8 +13,9 @@ import math
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
-from delt_cli.atomic import write_text_atomic
+from delt_cli.atomic import describe_os_error, write_text_atomic
 from delt_cli.errors import DeltError
+from delt_cli.guard import OutputGuard
 from delt_cli.evaluation.results import load_results
 from delt_cli.evaluation.tasks import DELT_TASKS
 
@@ -222,12 +223,31 @@ def figure(runs: list[tuple[str, dict]]):
     return fig
 
 
+REPORT_HEADING = "# Evaluation report\n\n![bar plot]("
+
+
 def write_report(specs: Sequence[str | Path], output: Path, *, labels: Optional[Sequence[str]] = None) -> tuple[Path, Path]:
+    """The markdown table at `output` and the bar plot beside it (.png). A report replaces an
+    earlier report; a file delt report did not write is never replaced (delt_cli/guard.py)."""
     runs = collect(specs, labels)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     png = output.with_suffix(".png")
-    text = f"# Evaluation report\n\n![bar plot]({png.name})\n\n" + markdown(runs)
-    write_text_atomic(output, text)
-    bar_plot(runs, png)
+    with OutputGuard(output, overwrite=True, foreign=_foreign_report):
+        text = f"{REPORT_HEADING}{png.name})\n\n" + markdown(runs)
+        try:
+            write_text_atomic(output, text)
+        except OSError as exc:
+            raise DeltError(f"--output {output}: cannot write ({describe_os_error(exc)})") from exc
+        bar_plot(runs, png)
     return output, png
+
+
+def _foreign_report(output: Path) -> list[str]:
+    """An existing --output (and its .png) that an earlier `delt report` did not write."""
+    try:
+        with open(output, encoding="utf-8", errors="replace") as fh:
+            ours = fh.read(len(REPORT_HEADING)) == REPORT_HEADING
+    except OSError:
+        ours = False
+    png = output.with_suffix(".png")
+    return [] if ours else [output.name] + ([png.name] if png.exists() else [])
