@@ -119,9 +119,10 @@ def order_dataset(
     resume: bool = False,
 ) -> dict:
     """Reorder a dataset and write it as shards named in the new order; return the manifest."""
-    from delt_cli.dataset import StagedOutput, open_dataset, read_manifest
+    from delt_cli.dataset import StagedOutput, read_manifest
     from delt_cli.dataset.permute import write_permuted
     from delt_cli.dataset.provenance import RunInfo
+    from delt_cli.dataset.selected import open_input
     from delt_cli.dataset.timing import phase, report
 
     started = time.perf_counter()
@@ -135,7 +136,7 @@ def order_dataset(
         raise UsageError(f"--method {method} needs --by COLUMN")
     run = run or RunInfo(command="order", args={"method": method, "by": by, "folds": folds, "descending": descending, "seed": seed})
     with phase("open"):
-        ds = open_dataset(input, id_column=id_column, text_column=text_column)
+        ds = open_input(input, id_column=id_column, text_column=text_column)
     with phase("ids"):
         ds.check_ids()
     n = ds.num_rows

@@ -221,20 +221,25 @@ def select_dataset(
     length_column: Optional[str] = None,
     id_column: str = "id",
     text_column: str = "text",
+    lazy: bool = False,
     run=None,
     overwrite: bool = False,
     resume: bool = False,
 ) -> dict:
-    """Select rows of a dataset by `rule` and write them, in dataset order, to `output`; return the manifest."""
-    from delt_cli.dataset import StagedOutput, open_dataset
+    """Select rows of a dataset by `rule` and write them, in dataset order, to `output`; return the manifest.
+
+    With `lazy`, write which rows are kept instead of the rows (dataset/selected.py).
+    """
+    from delt_cli.dataset import StagedOutput
     from delt_cli.dataset.permute import write_filtered
     from delt_cli.dataset.provenance import RunInfo
+    from delt_cli.dataset.selected import RECORD_KEY, open_input, selection_record
     from delt_cli.dataset.timing import phase, report
 
     started = time.perf_counter()
-    run = run or RunInfo(command="select", args={"by": by, "rule": rule.describe(), "lowest": lowest, "group_by": group_by})
+    run = run or RunInfo(command="select", args={"by": by, "rule": rule.describe(), "lowest": lowest, "group_by": group_by, "lazy": lazy})
     with phase("open"):
-        ds = open_dataset(input, id_column=id_column, text_column=text_column)
+        ds = open_input(input, id_column=id_column, text_column=text_column)
     with phase("ids"):
         ds.check_ids()
     n = ds.num_rows
@@ -255,8 +260,12 @@ def select_dataset(
         with phase("decide"):
             keep = select_mask(rule, values, n=n, valid=valid, lowest=lowest, groups=groups, lengths=lengths)
         kept = int(keep.sum())
-        write_filtered(ds, keep, stage.path, stage.metadata())
         extra = {"selection": {"rule": rule.kind, "value": rule.value, "rows_in": n, "rows_kept": kept}}
+        if lazy:
+            extra[RECORD_KEY] = selection_record(ds, keep)
+            extra["outputs"] = {"rows": kept, "num_shards": 0, "shards": []}  # no shard files: the rows stay in the input
+        else:
+            write_filtered(ds, keep, stage.path, stage.metadata())
         if lengths is not None:
             extra["selection"].update({"length_unit": unit, "length_kept": int(lengths[keep].sum()), "length_in": int(lengths.sum())})
         if valid is not None:
@@ -265,7 +274,7 @@ def select_dataset(
             extra["selection"]["groups"] = _group_counts(group_names, groups, keep)
         with phase("manifest"):
             manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
-    info(f"kept {kept:,} of {n:,} rows ({rule.describe()}{', by ' + by if by else ''})")
+    info(f"kept {kept:,} of {n:,} rows ({rule.describe()}{', by ' + by if by else ''}){'; recorded as a lazy selection' if lazy else ''}")
     report("select", started)
     return manifest
 

@@ -18,6 +18,7 @@ delt select scored -o rand --random-r 0.5 --seed 1
 delt select scored -o budget --by lqs --budget-tokens 2000000 --tokenizer gpt2
 delt select scored -o fair --by ppl --lowest --top-r 0.5 --group-by domain
 delt select raw -o sel --by score --top-r 0.5 | delt order - -o ord --method folding --by score
+delt select raw -o sel --by score --top-r 0.5 --lazy | delt order - -o ord --method folding --by score
 ```
 
 Selection is global across shards and keeps dataset order; ties at the cut go to the earlier row.
@@ -41,6 +42,7 @@ def select_cmd(
     length_column: Annotated[Optional[str], typer.Option("--length-column", help="Column with per-row lengths for budgets (e.g. n_tokens from `delt score --method length`).")] = None,
     group_by: Annotated[Optional[str], typer.Option("--group-by", help="Apply the rule inside each group of this column, keeping each group's share.")] = None,
     drop_null: Annotated[bool, typer.Option("--drop-null", help="Skip rows whose --by value is null or NaN (an error otherwise).")] = False,
+    lazy: Annotated[bool, typer.Option("--lazy", help="Record which rows are kept (a bitmap), not the rows: `delt order` then reads them straight from the input, decoding and encoding the text once. Other commands write them out first (docs/datasets.md).")] = False,
     seed: SeedOpt = 0,
     id_column: IdColumnOpt = "id",
     text_column: TextColumnOpt = "text",
@@ -60,6 +62,7 @@ def select_cmd(
         length_column=length_column,
         id_column=id_column,
         text_column=text_column,
+        lazy=lazy,
         run=current_run(),
         overwrite=overwrite,
         resume=resume,

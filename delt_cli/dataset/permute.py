@@ -24,17 +24,66 @@ import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from delt_cli.dataset.parallel import parallel_map
 from delt_cli.dataset.reader import Dataset
 from delt_cli.dataset.timing import phase, timed
 from delt_cli.dataset.writer import ROW_GROUP_SIZE, ShardWriter, shard_name, write_shard
+from delt_cli.errors import DeltError
 
 POS = "__delt_pos"
+
+# Rows decoded at a time from a row group larger than this (foreign Parquet often has one
+# row group per file: 100k rows of documents are ~50 MB of text, twice that while decoding).
+BATCH_ROWS = ROW_GROUP_SIZE
+
+
+def parquet_pieces(path: Path, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[int, pa.Table]]:
+    """(first row, table) pieces of one Parquet file with bounded memory: row groups of up to
+    `batch_rows` rows whole, larger ones `batch_rows` at a time. Reads are buffered, 1 MiB at a
+    time, not pre-buffered (pyarrow's default loads every column chunk of a row group whole:
+    48 MB held for a 100k-row file of documents, against 10 MB this way). `wanted`, a boolean per row: row groups without a
+    wanted row are not read; inside a large one, batches without one are decoded but not yielded."""
+    cols = list(columns) if columns is not None else None
+    try:
+        with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as pf:
+            meta = pf.metadata
+            start = 0
+            for g in range(meta.num_row_groups):
+                rows = meta.row_group(g).num_rows
+                if rows and (wanted is None or wanted[start : start + rows].any()):
+                    if rows <= batch_rows:
+                        yield start, pf.read_row_group(g, columns=cols, use_threads=False)
+                    else:
+                        at = start
+                        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=cols, use_threads=False):
+                            if wanted is None or wanted[at : at + batch.num_rows].any():
+                                yield at, pa.Table.from_batches([batch])
+                            at += batch.num_rows
+                start += rows
+    except (pa.ArrowException, OSError) as exc:
+        raise DeltError(f"{path}: cannot read Parquet file ({exc})") from exc
+
+
+def file_pieces(dataset: Dataset, shard, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table]]:
+    """Pieces of one shard of `dataset`: Parquet files through `parquet_pieces`; other formats
+    and derived ids through the reader's own pieces (dataset/reader.py)."""
+    if getattr(shard, "kind", "parquet") != "parquet" or getattr(shard, "derive_id", None):
+        return dataset.iter_row_groups(shard, columns, wanted=wanted)
+    return parquet_pieces(shard.path, columns, wanted)
+
+
+def shard_pieces(dataset: Dataset, i: int, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table]]:
+    """Pieces of shard i: a lazy selection (dataset/selected.py) cuts its source's pieces to the kept rows."""
+    own = getattr(dataset, "shard_pieces", None)
+    if own is not None:
+        return own(i, columns, wanted)
+    return file_pieces(dataset, dataset.shards[i], columns, wanted)
 
 
 @contextmanager
@@ -71,7 +120,7 @@ def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata
         shard = dataset.shards[i]
         path = directory / shard.name
         with _shard_writer(path, dataset.schema, metadata) as out:
-            for start, table in timed("decode", dataset.iter_row_groups(shard, wanted=mask)):  # row groups with no kept row are not read
+            for start, table in timed("decode", shard_pieces(dataset, i, wanted=mask)):  # row groups with no kept row are not read
                 part = mask[start : start + table.num_rows]
                 with phase("filter"):
                     table = table if part.all() else table.filter(pa.array(part))
@@ -123,7 +172,7 @@ def write_permuted(
         written = 0
         shard_dest = dest[offsets[i] : offsets[i + 1]]
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
-            for start, table in timed("decode", dataset.iter_row_groups(dataset.shards[i], wanted=shard_dest >= 0)):
+            for start, table in timed("decode", shard_pieces(dataset, i, wanted=shard_dest >= 0)):
                 with phase("bucket"):
                     d = shard_dest[start : start + table.num_rows]
                     rows = np.flatnonzero(d >= 0)
