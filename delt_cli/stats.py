@@ -85,6 +85,8 @@ def dataset_stats(ds: Dataset, *, by: Optional[str] = None, group_by: Optional[s
         lengths = char_lengths(ds)
         out["text_chars"] = _summary(lengths.astype(np.float64))
         out["text_chars"]["total"] = int(lengths.sum())
+    else:
+        out["text_column_missing"] = ds.text_column
     numeric = {}
     for f in ds.schema:
         if f.name == ds.id_column:
@@ -103,7 +105,19 @@ def dataset_stats(ds: Dataset, *, by: Optional[str] = None, group_by: Optional[s
     if group_col is not None:
         codes, names = ds.read_groups(group_col)
         out["group_mix"] = {"column": group_col, **group_mix(codes, names)}
+    if "text_column_missing" in out:
+        _say_text_missing(ds, nothing_else=not numeric and group_col is None)
     return out
+
+
+def _say_text_missing(ds: Dataset, *, nothing_else: bool) -> None:
+    """No text column: a warning, or the error when nothing else would be shown (not an empty table)."""
+    from delt_cli.console import warn
+
+    what = f"no text column '{ds.text_column}' in {ds.spec}, so no text lengths; columns are: {ds.describe_columns()}{ds.text_hint()}"
+    if nothing_else:
+        raise DeltError(f"{what}; nothing else to summarise (no numeric or --group-by column)")
+    warn(what)
 
 
 def sparkline(values: list[float]) -> str:

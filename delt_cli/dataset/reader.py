@@ -1,10 +1,15 @@
-"""Opening a dataset: a directory, a glob, a single Parquet file or `-` (path on stdin).
+"""Opening a dataset: a directory, a glob, a single file or `-` (path on stdin).
 
-A dataset is an ordered list of Parquet shards with one schema. Dataset order
-is the shards sorted by path, then row order inside each shard. Opening reads
-only the Parquet footers (row counts, schema, a fingerprint); columns are read
-on demand, one shard at a time, so nothing here holds more than one shard's
-worth of a column in memory except the thin key arrays that global steps need.
+A dataset is an ordered list of shards with one schema. Dataset order is the
+shards sorted by path, then row order inside each shard. Opening reads only the
+Parquet footers (row counts, schema, a fingerprint); columns are read on
+demand, one shard at a time, so nothing here holds more than one shard's worth
+of a column in memory except the thin key arrays that global steps need.
+
+Shards may also be JSON lines or Arrow files (a Hugging Face save_to_disk
+directory), read as they are through dataset/sources.py, and a dataset without
+an `id` column gets one derived from shard names and row numbers
+(`derived_ids`); docs/datasets.md, "Inputs in other formats".
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import glob as globlib
 import hashlib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from delt_cli.dataset import sources
 from delt_cli.dataset.keys import group_codes, hash64
 from delt_cli.errors import DeltError
 
@@ -29,19 +36,34 @@ GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class Shard:
-    """One Parquet file of a dataset, described by its footer."""
+    """One file of a dataset: a Parquet file described by its footer, or a JSON lines or
+    Arrow file described by opening it (dataset/sources.py).
+
+    `name` is the name of the Parquet shard that a per-shard step writes for it
+    (`a.jsonl.zst` -> `a.parquet`); `derive_id` names the id column that reading
+    adds (`derived_ids`) when the files have none.
+    """
 
     path: Path
     num_rows: int
     num_bytes: int
     fingerprint: str
+    kind: str = "parquet"
+    compression: str | None = None
+    schema: pa.Schema | None = field(default=None, compare=False, repr=False)  # what a non-Parquet shard is read with
+    derive_id: str | None = None
 
     @property
     def name(self) -> str:
-        return self.path.name
+        if self.kind == "parquet":
+            return self.path.name
+        return sources.strip_suffix(self.path.name) + ".parquet"
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "rows": self.num_rows, "fingerprint": self.fingerprint}
+        out = {"path": str(self.path), "rows": self.num_rows, "fingerprint": self.fingerprint}
+        if self.kind != "parquet":
+            out["format"] = self.kind
+        return out
 
 
 def footer_fingerprint(path: Path) -> str:
@@ -90,10 +112,13 @@ def _strip_meta(schema: pa.Schema) -> pa.Schema:
 
 
 def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], list[Path]]:
-    """Turn an input spec into (spec as text, shard paths sorted by name, input roots).
+    """Turn an input spec into (spec as text, shard paths in dataset order, input roots).
 
-    The roots are the directories that the input "is" (a directory spec, or the
-    folders a glob matched in); the output may not be placed inside them.
+    A directory holds *.parquet shards; without any, its JSON lines and Arrow files
+    (`sources.is_directory_shard`), or the Arrow files of a Hugging Face save_to_disk
+    directory in the order its state.json lists them. The roots are the directories
+    that the input "is" (a directory spec, or the folders a glob matched in); the
+    output may not be placed inside them.
     """
     spec = str(spec)
     if spec == "-":
@@ -106,18 +131,31 @@ def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], 
         spec = lines[0]
     path = Path(spec)
     if path.is_dir():
-        shards = sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
-        if not shards:
-            raise DeltError(f"{spec}: directory has no *.parquet shards")
-        return spec, shards, [path]
+        return spec, _directory_shards(path, spec), [path]
     if path.is_file():
         return spec, [path], []
     if GLOB_CHARS & set(spec):
-        matches = sorted(Path(p) for p in globlib.glob(spec) if Path(p).is_file())
+        # metadata beside the shards (manifest.json, a datasets state.json) is never a shard
+        matches = sorted(
+            Path(p) for p in globlib.glob(spec) if Path(p).is_file() and Path(p).name not in sources.METADATA_FILES and not Path(p).name.startswith(".")
+        )
         if not matches:
             raise DeltError(f"{spec}: glob matched no files")
         return spec, matches, sorted({p.parent for p in matches})
     raise DeltError(f"{spec}: no such file or directory")
+
+
+def _directory_shards(path: Path, spec: str) -> list[Path]:
+    hf = sources.hf_data_files(path)
+    if hf is not None:
+        return hf
+    shards = sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+    if not shards:
+        shards = sorted(p for p in path.iterdir() if p.is_file() and sources.is_directory_shard(p))
+    if not shards:
+        nested = " (for files in subdirectories, pass a glob: 'DIR/*/*.parquet')" if any(p.is_dir() for p in path.iterdir()) else ""
+        raise DeltError(f"{spec}: directory has no *.parquet shards, JSON lines or Arrow files{nested}; {sources.PREPARE_HINT}")
+    return shards
 
 
 @dataclass
@@ -145,6 +183,11 @@ class Dataset:
         return list(self.schema.names)
 
     @property
+    def ids_derived(self) -> bool:
+        """True when the id column is not in the files but derived from shard names and rows."""
+        return any(s.derive_id for s in self.shards)
+
+    @property
     def offsets(self) -> np.ndarray:
         """Global row index of each shard's first row (length = shards + 1)."""
         return np.concatenate([[0], np.cumsum([s.num_rows for s in self.shards])]).astype(np.int64)
@@ -163,6 +206,8 @@ class Dataset:
             "num_shards": len(self.shards),
             "fingerprint": self.fingerprint,
         }
+        if self.ids_derived:
+            out["derived_ids"] = f"{self.id_column} = <file name>:<row>"
         if with_shards:
             out["shards"] = [s.describe() for s in self.shards]
         return out
@@ -172,11 +217,21 @@ class Dataset:
         """Fail with the list of existing columns when `column` is missing."""
         if column not in self.schema.names:
             hint = f" ({made_by})" if made_by else ""
-            raise DeltError(
-                f"{flag} '{column}': no such column in {self.spec}{hint}; "
-                f"columns are: {', '.join(self.schema.names)}"
-            )
+            raise DeltError(f"{flag} '{column}': no such column in {self.spec}{hint}; columns are: {self.describe_columns()}{self.text_hint(flag)}")
         return self.schema.field(column).type
+
+    def describe_columns(self) -> str:
+        """The column names for a message, the derived id marked as such."""
+        return ", ".join(f"{n} (derived)" if self.ids_derived and n == self.id_column else n for n in self.schema.names)
+
+    def text_hint(self, flag: str = "--text-column") -> str:
+        """For a missing text column: the string columns that could be it ('' when none)."""
+        if not flag.endswith("text-column"):
+            return ""
+        candidates = [f.name for f in self.schema if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)) and not (self.ids_derived and f.name == self.id_column)]
+        if len(candidates) == 1:
+            return f"; pass {flag} {candidates[0]}"
+        return f"; string columns: {', '.join(candidates)} (pass {flag} NAME)" if candidates else ""
 
     def require_numeric(self, column: str, *, flag: str = "--by") -> pa.DataType:
         dtype = self.require(column, flag=flag)
@@ -188,7 +243,7 @@ class Dataset:
     def iter_tables(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Shard, pa.Table]]:
         """Yield (shard, table) for every shard in dataset order."""
         for shard in self.shards:
-            yield shard, read_shard(shard.path, columns)
+            yield shard, read_shard(shard, columns)
 
     def iter_row_groups(
         self, shard: Shard, columns: Sequence[str] | None = None, *, wanted: np.ndarray | None = None
@@ -196,17 +251,11 @@ class Dataset:
         """(first row, table) for each row group of one shard, one at a time (bounded memory).
 
         `wanted`, a boolean per row of the shard: row groups where it is all false are not read.
+        JSON lines and Arrow shards come in pieces of about 16 MiB of text or 16,384 rows.
         """
-        try:
-            pf = pq.ParquetFile(shard.path)
-            start = 0
-            for i in range(pf.num_row_groups):
-                rows = pf.metadata.row_group(i).num_rows
-                if wanted is None or wanted[start : start + rows].any():
-                    yield start, pf.read_row_group(i, columns=list(columns) if columns is not None else None, use_threads=False)
-                start += rows
-        except (pa.ArrowException, OSError) as exc:
-            raise DeltError(f"{shard.path}: cannot read Parquet file ({exc})") from exc
+        file_columns, add_id = _split_derived(shard, columns)
+        for start, table in _iter_file_pieces(shard, file_columns, wanted):
+            yield start, _with_derived(shard, table, start, columns, add_id)
 
     def read_column(self, column: str) -> pa.ChunkedArray:
         """One column over the whole dataset, in dataset order."""
@@ -278,12 +327,12 @@ class Dataset:
         from delt_cli.dataset.parallel import parallel_map
 
         self.require(self.id_column, flag="--id-column")
-        if self.ids_verified():
+        if self.ids_verified() or self.ids_derived:  # derived ids are unique: shard names are (open_dataset)
             return
 
         def shard_hashes(i: int) -> np.ndarray:
             shard = self.shards[i]
-            ids = read_shard(shard.path, [self.id_column]).column(self.id_column)
+            ids = read_shard(shard, [self.id_column]).column(self.id_column)
             if ids.null_count:
                 raise DeltError(f"{shard.path}: id column '{self.id_column}' has {ids.null_count} null value(s)")
             return hash64(ids)
@@ -316,17 +365,77 @@ class Dataset:
             )
 
 
-def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """One whole shard (or some of its columns).
+def read_shard(shard: Shard | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One whole shard (or some of its columns), derived ids included.
 
+    Given a path rather than a Shard, the file is opened first (`open_shard`; no derived ids).
     ParquetFile.read rather than pq.read_table: the datasets path behind read_table
     keeps several times more memory alive after reading a single column.
     """
+    if not isinstance(shard, Shard):
+        shard = open_shard(Path(shard))
+    file_columns, add_id = _split_derived(shard, columns)
+    if shard.kind == "parquet":
+        try:
+            with pq.ParquetFile(shard.path) as pf:
+                table = pf.read(columns=file_columns, use_threads=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise DeltError(f"{shard.path}: cannot read Parquet file ({exc})") from exc
+    else:
+        table = sources.read_table(shard.path, shard.kind, shard.compression, shard.schema, file_columns)
+    return _with_derived(shard, table, 0, columns, add_id)
+
+
+def _iter_file_pieces(shard: Shard, columns: list[str] | None, wanted: np.ndarray | None) -> Iterator[tuple[int, pa.Table]]:
+    """(first row, table) for the pieces of one file: Parquet row groups (those with a wanted row),
+    or the bounded pieces of a JSON lines or Arrow file (all parsed; unwanted ones not yielded)."""
+    if shard.kind != "parquet":
+        start = 0
+        for table in sources.iter_pieces(shard.path, shard.kind, shard.compression, shard.schema, columns):
+            if wanted is None or wanted[start : start + table.num_rows].any():
+                yield start, table
+            start += table.num_rows
+        return
     try:
-        with pq.ParquetFile(path) as pf:
-            return pf.read(columns=list(columns) if columns is not None else None, use_threads=False)
+        pf = pq.ParquetFile(shard.path)
+        start = 0
+        for i in range(pf.num_row_groups):
+            rows = pf.metadata.row_group(i).num_rows
+            if wanted is None or wanted[start : start + rows].any():
+                yield start, pf.read_row_group(i, columns=columns, use_threads=False)
+            start += rows
     except (pa.ArrowException, OSError) as exc:
-        raise DeltError(f"{path}: cannot read Parquet file ({exc})") from exc
+        raise DeltError(f"{shard.path}: cannot read Parquet file ({exc})") from exc
+
+
+# -- derived ids ---------------------------------------------------------------------------
+
+
+def derived_ids(source_name: str, start: int, count: int) -> pa.Array:
+    """Ids for a dataset without an id column: `<file name>:<row>`, the row counted from 0 in
+    that file (`a.jsonl.zst:0`, `000_00000.parquet:41`). They depend only on the file's name
+    and the row's place in it, so every rerun and every process derives the same ones;
+    a top-level file of `delt prepare` gets the same ids."""
+    rows = pa.array(np.arange(start, start + count, dtype=np.int64)).cast(pa.string())
+    return pc.binary_join_element_wise(f"{source_name}:", rows, "")
+
+
+def _split_derived(shard: Shard, columns: Sequence[str] | None) -> tuple[list[str] | None, bool]:
+    """(the columns to read from the file, whether the derived id column is wanted)."""
+    if shard.derive_id is None:
+        return (list(columns) if columns is not None else None), False
+    if columns is None:
+        return None, True
+    return [c for c in columns if c != shard.derive_id], shard.derive_id in columns
+
+
+def _with_derived(shard: Shard, table: pa.Table, start: int, columns: Sequence[str] | None, add_id: bool) -> pa.Table:
+    """`table` with the derived id column put where `columns` (or the dataset schema: first) has it."""
+    if not add_id:
+        return table
+    ids = derived_ids(shard.path.name, start, table.num_rows)
+    at = 0 if columns is None else list(columns).index(shard.derive_id)
+    return table.add_column(at, pa.field(shard.derive_id, pa.string()), ids)
 
 
 def allow_incomplete_default() -> bool:
@@ -379,6 +488,89 @@ def _finish_hint(folder: Path) -> str:
     return f"{how} (or set DELT_ALLOW_INCOMPLETE=1 to read it anyway)"
 
 
+def open_shard(path: Path) -> Shard:
+    """Describe one file: a Parquet footer, or a JSON lines / Arrow file opened (sources.probe)."""
+    return _open_one(path)[0]
+
+
+def _open_one(path: Path) -> tuple[Shard, pa.Schema]:
+    """A shard and its file's schema. A name without a known suffix is Parquet if it starts like one."""
+    kind, compression = sources.shard_kind(path) or (None, None)
+    if kind is None and not _has_parquet_magic(path):
+        raise sources.not_a_shard(path)
+    if kind in (None, "parquet"):
+        fingerprint = footer_fingerprint(path)
+        try:
+            meta = pq.ParquetFile(path)
+            schema, rows = meta.schema_arrow, meta.metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise DeltError(f"{path}: corrupt or truncated Parquet file ({exc})") from exc
+        return Shard(path=path, num_rows=rows, num_bytes=path.stat().st_size, fingerprint=fingerprint), schema
+    found = sources.probe(path, kind, compression)
+    shard = Shard(path, found.rows, found.num_bytes, found.fingerprint, kind=kind, compression=compression, schema=found.schema)
+    return shard, found.schema
+
+
+def _has_parquet_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _open_shards(paths: Sequence[Path]) -> tuple[list[Shard], list[pa.Schema]]:
+    """Shards and their file schemas, in order. Parquet footers are read in turn (cheap); JSON
+    lines and Arrow files are opened on the thread pool (a JSON lines file is parsed once)."""
+    from delt_cli.dataset.parallel import parallel_map
+
+    if all(sources.shard_kind(p) in (None, ("parquet", None)) for p in paths):
+        pairs = [_open_one(p) for p in paths]
+    else:
+        pairs = parallel_map(lambda i: _open_one(paths[i]), len(paths), "opening")
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _common_schema(shards: list[Shard], schemas: list[pa.Schema]) -> tuple[list[Shard], pa.Schema]:
+    """The dataset schema: JSON lines files alone are unified (their schemas are inferred); any
+    other mix must agree exactly (the message names the shard and the differing column)."""
+    if shards and all(s.kind == "jsonl" for s in shards):
+        schema = schemas[0]
+        for shard, other in zip(shards[1:], schemas[1:]):
+            schema = sources.unify(shard.path, [schema, other])
+        return [replace(s, schema=schema) for s in shards], schema
+    first = _strip_meta(schemas[0])
+    for shard, other in zip(shards[1:], schemas[1:]):
+        if _strip_meta(other) != first:
+            raise DeltError(f"{shard.path}: schema differs from {shards[0].path.name}: {_describe_schema_difference(first, _strip_meta(other))}")
+    return shards, schemas[0]
+
+
+def _check_output_names(spec: str, shards: list[Shard]) -> None:
+    """Two JSON lines or Arrow files whose Parquet output names agree (`a.jsonl`, `a.jsonl.gz`)
+    would overwrite each other's output shard."""
+    if all(s.kind == "parquet" for s in shards):
+        return
+    seen: dict[str, Path] = {}
+    for s in shards:
+        if s.name in seen:
+            raise DeltError(f"{spec}: {seen[s.name].name} and {s.path.name} would both be written as {s.name}; pass a glob that picks one of them")
+        seen[s.name] = s.path
+
+
+def _derive_ids(spec: str, shards: list[Shard], schema: pa.Schema, id_column: str) -> tuple[list[Shard], pa.Schema]:
+    """Without an `id` column, ids are derived (`derived_ids`), and the column is added first."""
+    names = [s.path.name for s in shards]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[0]
+        raise DeltError(
+            f"{spec}: no '{id_column}' column, and two files are named {dup}, so ids derived from file names would collide; "
+            "pass --id-column, or run `delt prepare` to give every row an id"
+        )
+    shards = [replace(s, derive_id=id_column) for s in shards]
+    return shards, schema.insert(0, pa.field(id_column, pa.string()))
+
+
 def open_dataset(
     spec: str | os.PathLike,
     *,
@@ -387,39 +579,25 @@ def open_dataset(
     stdin=None,
     allow_incomplete: bool | None = None,
 ) -> Dataset:
-    """Resolve `spec`, read every footer, check that all shards share one schema and that
-    no shard belongs to an unfinished delt output (`check_complete`; `allow_incomplete` or
-    DELT_ALLOW_INCOMPLETE=1 skips that check)."""
+    """Resolve `spec`, read every footer (open every JSON lines / Arrow file), check that all
+    shards share one schema and that no shard belongs to an unfinished delt output
+    (`check_complete`; `allow_incomplete` or DELT_ALLOW_INCOMPLETE=1 skips that check).
+
+    A dataset without the id column gets derived ids when the column is the default `id`;
+    another `--id-column` that does not exist stays an error where ids are needed."""
     spec_text, paths, roots = resolve_spec(spec, stdin=stdin)
-    shards: list[Shard] = []
-    schema: pa.Schema | None = None
-    first: Path | None = None
-    delt_written: set[Path] = set()
-    for path in paths:
-        fingerprint = footer_fingerprint(path)
-        try:
-            meta = pq.ParquetFile(path)
-            shard_schema = meta.schema_arrow
-            rows = meta.metadata.num_rows
-        except (pa.ArrowException, OSError) as exc:
-            raise DeltError(f"{path}: corrupt or truncated Parquet file ({exc})") from exc
-        if b"delt" in (shard_schema.metadata or {}):
-            delt_written.add(path)
-        if schema is None:
-            schema, first = _strip_meta(shard_schema), path
-            full_schema = shard_schema
-        elif _strip_meta(shard_schema) != schema:
-            raise DeltError(
-                f"{path}: schema differs from {first.name}: {_describe_schema_difference(schema, _strip_meta(shard_schema))}"
-            )
-        shards.append(Shard(path=path, num_rows=rows, num_bytes=path.stat().st_size, fingerprint=fingerprint))
-    assert schema is not None
+    shards, schemas = _open_shards(paths)
+    shards, schema = _common_schema(shards, schemas)
+    _check_output_names(spec_text, shards)
+    delt_written = {s.path for s, sc in zip(shards, schemas) if s.kind == "parquet" and b"delt" in (sc.metadata or {})}
     if not (allow_incomplete if allow_incomplete is not None else allow_incomplete_default()):
         check_complete(shards, delt_written)
+    if id_column == "id" and id_column not in schema.names:
+        shards, schema = _derive_ids(spec_text, shards, schema, id_column)
     return Dataset(
         spec=spec_text,
         shards=shards,
-        schema=full_schema,
+        schema=schema,
         roots=roots,
         id_column=id_column,
         text_column=text_column,
