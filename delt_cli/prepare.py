@@ -1,156 +1,48 @@
 """`delt prepare`: raw sources (JSONL, JSONL.gz, text, CSV, Parquet) -> a dataset of shards.
 
-Sources are read as streams of record batches, in the order given (a directory
-contributes its supported files sorted by path), and written as shards of
-``shard_rows`` rows. Rows whose text is null or blank are dropped and counted.
+Sources are read (`delt_cli.prepare_sources`) as streams of record batches, in the order
+given (a directory contributes its supported files sorted by path), and written
+as shards of ``shard_rows`` rows. Rows whose text is null or blank are dropped
+and counted. Invalid UTF-8 is an error naming the file and line unless
+``--on-invalid-utf8`` says to replace or skip it.
 
-Ids are kept from the source's id column when it has one; otherwise every row
-gets ``<source>:<n>``, where <source> is the file's path relative to the
-argument it came from and n is the record's position in that file (counted
-before empty rows are dropped, so ids do not shift when empties change).
+Columns: the output always has ``id`` and ``text`` first. ``--text-column`` and
+``--id-column`` name the sources' columns that become them, so later commands
+need neither flag. Ids are kept from the source's id column when it has one;
+otherwise every row gets ``<source>:<n>``, where <source> is the file's path
+relative to the argument it came from and n is the record's position in that
+file (counted before empty or skipped rows are dropped, so ids do not shift).
+``--id-prefix source`` prefixes every id with ``<name>:``, the name of the
+argument it came from, so that sources numbered alike can be combined.
 
-The first source decides the columns: later sources missing a column get
-nulls; a column that only a later source has is dropped with a warning; values
-are cast to the first source's types.
+The first source with records decides the columns (a JSONL file's columns are
+those of all its lines, wherever a field first appears): later sources missing
+a column get nulls; a column that only a later source has is dropped with a
+warning; values are cast to the first source's types.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
 from delt_cli.console import info, progress, warn
-from delt_cli.dataset.provenance import MANIFEST_NAME, RunInfo
+from delt_cli.dataset.provenance import RunInfo, read_manifest
 from delt_cli.dataset.writer import StagedOutput, shard_name, write_shard
 from delt_cli.errors import DeltError, UsageError
+from delt_cli.prepare_sources import Records, SchemaWidened, Source, Utf8Policy, discover_sources, read_source
 
-SUFFIXES = {
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-    ".ndjson": "jsonl",
-    ".jsonl.gz": "jsonl.gz",
-    ".json.gz": "jsonl.gz",
-    ".ndjson.gz": "jsonl.gz",
-    ".txt": "text",
-    ".md": "text",
-    ".text": "text",
-    ".csv": "csv",
-    ".csv.gz": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-}
+ID, TEXT = "id", "text"  # the output's column names
 
 
-def source_format(path: Path) -> Optional[str]:
-    name = path.name.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return SUFFIXES[suffix]
-    return None
-
-
-@dataclass
-class Source:
-    path: Path
-    label: str  # path relative to the argument it came from, used in generated ids
-    fmt: str
-
-
-def _is_dataset_manifest(path: Path) -> bool:
-    """The manifest.json beside a delt dataset's shards is provenance, not a source of documents."""
-    return path.name == MANIFEST_NAME and any(path.parent.glob("*.parquet"))
-
-
-def discover_sources(specs: Sequence[str | Path]) -> list[Source]:
-    sources: list[Source] = []
-    for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and source_format(p) and not p.name.startswith(".") and not _is_dataset_manifest(p))
-            if not files:
-                raise DeltError(f"{spec}: directory has no supported source files ({', '.join(sorted(SUFFIXES))})")
-            sources.extend(Source(p, str(p.relative_to(path)), source_format(p)) for p in files)
-        elif path.is_file():
-            fmt = source_format(path)
-            if fmt is None:
-                raise DeltError(f"{spec}: unsupported source type (expected one of {', '.join(sorted(SUFFIXES))})")
-            sources.append(Source(path, path.name, fmt))
-        else:
-            raise DeltError(f"{spec}: no such file or directory")
-    return sources
-
-
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DeltError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-
-
-def _text_batches(src: Source, *, paragraphs: bool, text_column: str) -> Iterator[pa.Table]:
-    text = _read_text(src.path)
-    if paragraphs:
-        import re
-
-        # blank-line separators are not documents: runs of blank lines never create empty paragraphs
-        docs = [p.strip("\n") for p in re.split(r"\n\s*\n", text) if p.strip()]
-    else:
-        docs = [text]
-    yield pa.table({text_column: pa.array(docs, pa.string())})
-
-
-def _jsonl_batches(src: Source, block_size: int) -> Iterator[pa.Table]:
-    stream = pa.input_stream(str(src.path), compression="gzip" if src.fmt.endswith(".gz") else None)
-    try:
-        reader = pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=block_size))
-        for batch in reader:
-            yield pa.Table.from_batches([batch])
-    except pa.ArrowInvalid as exc:
-        raise DeltError(f"{src.path}: cannot parse JSON lines ({str(exc).splitlines()[0]})") from exc
-
-
-def _csv_batches(src: Source, block_size: int) -> Iterator[pa.Table]:
-    delimiter = "\t" if src.fmt == "tsv" else ","
-    try:
-        reader = pacsv.open_csv(
-            str(src.path),
-            read_options=pacsv.ReadOptions(block_size=block_size),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        )
-        for batch in reader:
-            yield pa.Table.from_batches([batch])
-    except pa.ArrowInvalid as exc:
-        raise DeltError(f"{src.path}: cannot parse CSV ({str(exc).splitlines()[0]})") from exc
-
-
-def _parquet_batches(src: Source, batch_rows: int) -> Iterator[pa.Table]:
-    try:
-        pf = pq.ParquetFile(src.path)
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            yield pa.Table.from_batches([batch])
-    except (pa.ArrowException, OSError) as exc:
-        raise DeltError(f"{src.path}: cannot read Parquet ({exc})") from exc
-
-
-def read_source(src: Source, *, paragraphs: bool, text_column: str, batch_rows: int) -> Iterator[pa.Table]:
-    if src.fmt == "text":
-        return _text_batches(src, paragraphs=paragraphs, text_column=text_column)
-    if src.fmt.startswith("jsonl"):
-        return _jsonl_batches(src, block_size=8 << 20)
-    if src.fmt in ("csv", "tsv"):
-        return _csv_batches(src, block_size=8 << 20)
-    return _parquet_batches(src, batch_rows)
+class IdPrefix(str, enum.Enum):
+    none = "none"
+    source = "source"
 
 
 @dataclass
@@ -179,6 +71,12 @@ class _Accumulator:
         self.written.append(path)
         self.pending = [tail] if tail.num_rows else []
         self.pending_rows = tail.num_rows
+
+    def discard(self) -> None:
+        """Remove what was written (a new attempt starts from nothing)."""
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        self.pending, self.pending_rows, self.written = [], 0, []
 
     def close(self, empty_schema: pa.Schema) -> list[Path]:
         if self.pending_rows or not self.written:
@@ -224,82 +122,161 @@ def prepare_dataset(
     *,
     shard_rows: int = 100_000,
     paragraphs: bool = False,
-    id_column: str = "id",
-    text_column: str = "text",
+    id_column: str = ID,
+    text_column: str = TEXT,
+    id_prefix: IdPrefix | str = IdPrefix.none,
+    on_invalid_utf8: Utf8Policy | str = Utf8Policy.error,
     domain: Optional[str] = None,
     run: Optional[RunInfo] = None,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Convert sources into a dataset of Parquet shards; return the manifest."""
     if shard_rows < 1:
         raise UsageError(f"--shard-rows {shard_rows}: must be >= 1")
     if not sources:
         raise UsageError("give at least one source file or directory")
+    id_prefix = _choice(IdPrefix, id_prefix, "--id-prefix")
+    policy = _choice(Utf8Policy, on_invalid_utf8, "--on-invalid-utf8")
     srcs = discover_sources(sources)
+    if id_prefix is IdPrefix.source:
+        _check_source_names(srcs)
     run = run or RunInfo(command="prepare", args={"shard_rows": shard_rows, "paragraphs": paragraphs})
-    stats = {"rows_read": 0, "rows_written": 0, "empty_dropped": 0, "sources": len(srcs)}
-    schema: Optional[pa.Schema] = None
-    dropped: set = set()
     inputs = _sources_as_dataset(sources, srcs)
-    with StagedOutput(output, [inputs], run=run, overwrite=overwrite) as stage:
-        acc = _Accumulator(stage.path, shard_rows, stage.metadata({"sources": [str(s.path) for s in srcs]}))
-        with progress() as bar:
-            task = bar.add_task("reading", total=len(srcs))
-            for src in srcs:
-                position = 0
-                for table in read_source(src, paragraphs=paragraphs, text_column=text_column, batch_rows=shard_rows):
-                    if text_column not in table.column_names:
-                        raise DeltError(
-                            f"{src.path}: no text column '{text_column}' (--text-column); columns are: {', '.join(table.column_names)}"
-                        )
-                    n = table.num_rows
-                    table = _normalize(table, src, position, id_column=id_column, text_column=text_column, domain=domain)
-                    position += n
-                    stats["rows_read"] += n
-                    keep = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table.column(text_column))), 0), False)
-                    kept = table.filter(keep)
-                    stats["empty_dropped"] += n - kept.num_rows
-                    if schema is None:
-                        schema = kept.schema
-                    kept = _conform(kept, schema, src, dropped)
-                    if kept.num_rows:
-                        acc.add(kept)
-                        stats["rows_written"] += kept.num_rows
-                bar.advance(task)
-        if schema is None:
-            schema = pa.schema([(id_column, pa.string()), (text_column, pa.string())])
-        acc.close(schema)
-        _check_unique_ids(stage.path, id_column)
-        manifest = stage.finish(extra={"prepare": stats}, unique_ids=id_column)
+    options = dict(policy=policy, paragraphs=paragraphs, id_column=id_column, text_column=text_column, id_prefix=id_prefix, domain=domain, batch_rows=shard_rows)
+    with StagedOutput(output, [inputs], run=run, overwrite=overwrite, resume=resume) as stage:
+        if stage.finished:
+            return read_manifest(stage.output)
+        metadata = stage.metadata({"sources": [str(s.path) for s in srcs]})
+        hints: dict[Path, pa.Schema] = {}  # JSONL sources whose columns are known to be wider than their first chunk's
+        while True:
+            acc = _Accumulator(stage.path, shard_rows, metadata)
+            try:
+                stats, schema = _convert(srcs, acc, hints, **options)
+                break
+            except SchemaWidened as widened:
+                acc.discard()
+                if widened.source.path in hints:  # cannot happen: the hint holds the columns of the whole file
+                    raise
+                hints[widened.source.path] = widened.schema
+                info(
+                    f"{widened.source.path}: lines after the first {widened.line - 1:,} have fields or types those lines do not; "
+                    "starting again with the columns of the whole file"
+                )
+        acc.close(schema or pa.schema([(ID, pa.string()), (TEXT, pa.string())]))
+        _check_unique_ids(stage.path, ID, hint=id_prefix is IdPrefix.none and len(srcs) > 1)
+        manifest = stage.finish(extra={"prepare": stats}, unique_ids=ID)
     info(
         f"wrote {stats['rows_written']:,} rows from {stats['sources']} source(s); "
         f"dropped {stats['empty_dropped']:,} empty text(s)"
     )
+    if not stats["rows_written"]:
+        warn(f"{output}: no documents were written; the dataset is empty")
     return manifest
 
 
-def _normalize(table: pa.Table, src: Source, start: int, *, id_column: str, text_column: str, domain: Optional[str]) -> pa.Table:
+def _choice(kind, value, flag: str):
+    try:
+        return kind(value.value if isinstance(value, enum.Enum) else value)
+    except ValueError:
+        raise UsageError(f"{flag} {value}: expected one of {', '.join(k.value for k in kind)}") from None
+
+
+def _check_source_names(srcs: list[Source]) -> None:
+    """--id-prefix source: two arguments of the same name would give the same prefix."""
+    seen: dict[str, str] = {}
+    for src in srcs:
+        other = seen.setdefault(src.name, src.origin)
+        if other != src.origin:
+            raise UsageError(f"--id-prefix source: {other} and {src.origin} have the same name '{src.name}', so their ids could not be told apart")
+
+
+def _convert(srcs: list[Source], acc: "_Accumulator", hints: dict, *, policy: Utf8Policy, paragraphs: bool, id_column: str,
+             text_column: str, id_prefix: IdPrefix, domain: Optional[str], batch_rows: int) -> tuple[dict, Optional[pa.Schema]]:
+    """Read every source into the accumulator; return the counts and the output's columns."""
+    stats = {"rows_read": 0, "rows_written": 0, "empty_dropped": 0, "utf8_replaced": 0, "utf8_skipped": 0, "sources": len(srcs)}
+    schema: Optional[pa.Schema] = None  # the output's columns: the first source with records decides
+    dropped: set = set()
+    with progress() as bar:
+        task = bar.add_task("reading", total=len(srcs))
+        for src in srcs:
+            counts: dict = {}
+            deciding = schema is None
+            types = hints.get(src.path) or (None if deciding else _source_types(schema, id_column=id_column, text_column=text_column, domain=domain))
+            read = written = 0
+            for records in read_source(src, policy=policy, paragraphs=paragraphs, text_column=text_column, batch_rows=batch_rows,
+                                       schema=types, widen=deciding, counts=counts):
+                table = _normalize(records, src, id_column=id_column, text_column=text_column, id_prefix=id_prefix, domain=domain)
+                n = table.num_rows
+                read += n
+                keep = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table.column(TEXT))), 0), False)
+                kept = table.filter(keep)
+                stats["empty_dropped"] += n - kept.num_rows
+                if schema is None:
+                    if not n:
+                        continue  # a header without records decides nothing
+                    schema = kept.schema
+                kept = _conform(kept, schema, src, dropped)
+                if kept.num_rows:
+                    acc.add(kept)
+                    written += kept.num_rows
+            stats["rows_read"] += read
+            stats["rows_written"] += written
+            for key, verb in (("utf8_replaced", "had invalid UTF-8 replaced with U+FFFD"), ("utf8_skipped", "skipped for invalid UTF-8")):
+                if counts.get(key):
+                    stats[key] += counts[key]
+                    warn(f"{src.path}: {counts[key]:,} record(s) {verb} (the first at {counts['first_bad']})")
+            if not written:
+                warn(f"{src.path}: no documents ({f'{read:,} record(s), all empty' if read else 'no records'})")
+            bar.advance(task)
+    return stats, schema
+
+
+def _source_types(schema: pa.Schema, *, id_column: str, text_column: str, domain: Optional[str]) -> pa.Schema:
+    """The output's column types under a later source's own names (ids and --domain excluded: those
+    are generated or replaced), so that a JSONL source's values are read as the first source's."""
+    fields = []
+    for f in schema:
+        if f.name == ID or (f.name == "domain" and domain is not None):
+            continue
+        fields.append(f.with_name(text_column) if f.name == TEXT else f)
+    return pa.schema(fields)
+
+
+def _normalize(records: Records, src: Source, *, id_column: str, text_column: str, id_prefix: IdPrefix, domain: Optional[str]) -> pa.Table:
+    """The source's text and id columns as `text` and `id` (first), ids generated or prefixed, --domain."""
+    table = records.table
+    names = table.column_names
+    if text_column not in names:
+        raise DeltError(f"{src.path}: no text column '{text_column}' (--text-column); columns are: {', '.join(names)}")
+    for flag, source_name, name in (("--text-column", text_column, TEXT), ("--id-column", id_column, ID)):
+        if source_name != name and name in names:
+            raise DeltError(
+                f"{src.path}: has a column '{name}' besides '{source_name}' ({flag}), which prepare writes as '{name}'; rename one of them"
+            )
     text = table.column(text_column)
     if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
         try:
             text = text.cast(pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise DeltError(f"{src.path}: text column '{text_column}' is {text.type}, not text") from exc
-        table = table.set_column(table.column_names.index(text_column), text_column, text)
-    if id_column not in table.column_names:
-        ids = pa.array([f"{src.label}:{start + i}" for i in range(table.num_rows)], pa.string())
-        table = table.add_column(0, id_column, ids)
-    elif table.column(id_column).null_count:
-        raise DeltError(f"{src.path}: id column '{id_column}' has {table.column(id_column).null_count} null value(s)")
+    if id_column in names:
+        ids = table.column(id_column)
+        if ids.null_count:
+            row = int(pc.index(pc.is_null(ids), True).as_py())
+            raise DeltError(f"{src.path}: {records.where(row)}: the id ('{id_column}') is null ({ids.null_count:,} null id(s) in this part of the file)")
+    else:
+        ids = pa.array([f"{src.label}:{p}" for p in records.positions.tolist()], pa.string())
+    if id_prefix is IdPrefix.source:
+        try:
+            ids = pc.binary_join_element_wise(f"{src.name}:", ids.cast(pa.string()), "")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DeltError(f"{src.path}: id column '{id_column}' is {ids.type}; --id-prefix needs ids that read as text") from exc
+    rest = [c for c in names if c not in (id_column, text_column)]
+    columns = {ID: ids, TEXT: text, **{c: table.column(c) for c in rest}}
     if domain is not None:
-        col = pa.array([domain] * table.num_rows, pa.string())
-        if "domain" in table.column_names:
-            table = table.set_column(table.column_names.index("domain"), "domain", col)
-        else:
-            table = table.append_column("domain", col)
-    # id and text first, the other columns as they came
-    rest = [c for c in table.column_names if c not in (id_column, text_column)]
-    return table.select([id_column, text_column, *rest])
+        columns["domain"] = pa.array([domain] * table.num_rows, pa.string())
+    return pa.table(columns)
 
 
 def _sources_as_dataset(specs: Sequence[str | Path], srcs: list[Source]):
@@ -319,7 +296,7 @@ def _sources_as_dataset(specs: Sequence[str | Path], srcs: list[Source]):
     return Dataset(spec=" ".join(map(str, specs)), shards=shards, schema=pa.schema([]), roots=roots)
 
 
-def _check_unique_ids(directory: Path, id_column: str) -> None:
+def _check_unique_ids(directory: Path, id_column: str, *, hint: bool) -> None:
     from delt_cli.dataset.reader import open_dataset
 
     if not any(directory.glob("*.parquet")):
@@ -327,4 +304,5 @@ def _check_unique_ids(directory: Path, id_column: str) -> None:
     try:
         open_dataset(directory, id_column=id_column, allow_incomplete=True).check_ids()
     except DeltError as exc:
-        raise DeltError(f"the sources have duplicate ids: {str(exc).replace(str(directory), 'the output')}") from exc
+        advice = " (sources numbered alike: pass --id-prefix source to prefix each id with its source's name)" if hint else ""
+        raise DeltError(f"the sources have duplicate ids: {str(exc).replace(str(directory), 'the output')}{advice}") from exc

@@ -44,6 +44,7 @@ def test_ids_kept_from_source_and_domain_column(cli, tmp_path):
 
 
 def test_text_file_one_doc_per_file_and_custom_columns(cli, tmp_path):
+    """--text-column/--id-column name the source's columns; the output's are always id and text."""
     d = tmp_path / "plays"
     (d / "sub").mkdir(parents=True)
     (d / "one.md").write_text("To be\n\nor not")
@@ -51,8 +52,9 @@ def test_text_file_one_doc_per_file_and_custom_columns(cli, tmp_path):
     res = cli("prepare", d, "-o", tmp_path / "o", "--text-column", "body", "--id-column", "key")
     assert res.exit_code == 0, res.output
     rows = read_rows(tmp_path / "o")
-    assert rows.column_names == ["key", "body"]
-    assert rows.column("key").to_pylist() == ["one.md:0", "sub/two.txt:0"]
+    assert rows.column_names == ["id", "text"]
+    assert rows.column("id").to_pylist() == ["one.md:0", "sub/two.txt:0"]
+    assert rows.column("text").to_pylist() == ["To be\n\nor not", "Exit, pursued"]
 
 
 def test_prepare_is_deterministic(cli, tmp_path):

@@ -4,8 +4,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from delt_cli.cli.base import app
-from delt_cli.cli.common import COMMON, IdColumnOpt, OutputOpt, OverwriteOpt, TextColumnOpt, current_run, emit, step
-from delt_cli.prepare import prepare_dataset
+from delt_cli.cli.common import COMMON, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
+from delt_cli.prepare import IdPrefix, prepare_dataset
+from delt_cli.prepare_sources import Utf8Policy
 
 EXAMPLES = """
 **Examples**
@@ -14,7 +15,12 @@ EXAMPLES = """
 delt prepare corpus.jsonl.gz -o data/raw
 delt prepare plays/ -o data/plays --paragraphs --domain fiction --shard-rows 50000
 delt prepare news.csv --text-column body --id-column url -o data/news
+delt prepare dump-2023.jsonl dump-2024.jsonl -o data/both --id-prefix source
+delt prepare scraped/ -o data/scraped --on-invalid-utf8 replace
 ```
+
+The output always has the columns `id` and `text` first: `--text-column` and `--id-column`
+name the source columns that become them, so later commands need neither flag.
 """
 
 
@@ -26,9 +32,18 @@ def prepare_cmd(
     shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per output shard.", min=1)] = 100_000,
     paragraphs: Annotated[bool, typer.Option("--paragraphs", help="Text files: one document per blank-line-separated paragraph (default: one per file).")] = False,
     domain: Annotated[Optional[str], typer.Option("--domain", help="Add (or replace) a 'domain' column with this value.")] = None,
-    id_column: IdColumnOpt = "id",
-    text_column: TextColumnOpt = "text",
+    id_prefix: Annotated[
+        IdPrefix,
+        typer.Option("--id-prefix", help="source: prefix every id with '<name>:', the name of the SRC it came from (file or directory name without its suffix), so sources numbered alike can be combined."),
+    ] = IdPrefix.none,
+    on_invalid_utf8: Annotated[
+        Utf8Policy,
+        typer.Option("--on-invalid-utf8", help="Invalid UTF-8 in a source: error (name the file and line), replace (with U+FFFD) or skip the record (JSONL line, CSV record, text document)."),
+    ] = Utf8Policy.error,
+    id_column: Annotated[str, typer.Option("--id-column", help="Source column holding the ids, written as 'id' (sources without it get generated ids).", rich_help_panel=COMMON)] = "id",
+    text_column: Annotated[str, typer.Option("--text-column", help="Source column holding the text, written as 'text'.", rich_help_panel=COMMON)] = "text",
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     prepare_dataset(
         sources,
@@ -37,8 +52,11 @@ def prepare_cmd(
         paragraphs=paragraphs,
         id_column=id_column,
         text_column=text_column,
+        id_prefix=id_prefix,
+        on_invalid_utf8=on_invalid_utf8,
         domain=domain,
         run=current_run(),
         overwrite=overwrite,
+        resume=resume,
     )
     emit(output)
