@@ -92,7 +92,7 @@ class PerplexityScorer:
         from delt_cli.scoring.lqs.losses import pad_batch
 
         texts = table.column(self.text_column).to_pylist()
-        docs = encode(self.tokenizer, texts, prefix=self.prefix_id)
+        docs = encode(self.tokenizer, texts, prefix=self.prefix_id, max_length=None if self.stride else self.max_length)
         rows, truncated = windows(docs, max_length=self.max_length, stride=self.stride)
         nll_sum = np.zeros(len(docs))
         n_tok = np.zeros(len(docs), dtype=np.int64)

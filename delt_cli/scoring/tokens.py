@@ -11,6 +11,10 @@ Long documents are cut to ``--max-length`` tokens (prefix included), or, with
 tokens, each window predicting only the tokens the previous ones did not
 (the standard strided perplexity; every token is predicted once, with at
 least ``max_length - S`` tokens of context after the first window).
+
+When a document is cut (no ``--stride``), only a prefix of its text is
+tokenized (`encode` with ``max_length``): a 20 MB document costs what its first
+few thousand characters cost, not gigabytes of token offsets.
 """
 
 from __future__ import annotations
@@ -42,15 +46,54 @@ def prefix_token_id(tokenizer, choice: str = "bos") -> Optional[int]:
     return int(token_id)
 
 
-def encode(tokenizer, texts: Sequence[Optional[str]], *, prefix: Optional[int], batch: int = 512) -> list[np.ndarray]:
-    """Token ids per text (int32, prefix first); None and '' give just the prefix."""
+def encode(
+    tokenizer, texts: Sequence[Optional[str]], *, prefix: Optional[int], batch: int = 512, max_length: Optional[int] = None
+) -> list[np.ndarray]:
+    """Token ids per text (int32, prefix first); None and '' give just the prefix.
+
+    With `max_length` (documents will be cut to that many tokens, prefix included), a
+    text longer than that needs is tokenized only as far as it must be: the result is
+    the first ``max_length + 1`` ids of the full tokenization (one more than is kept,
+    so that `windows` still counts the document as truncated), not all of them.
+    """
     out: list[np.ndarray] = []
     head = [prefix] if prefix is not None else []
+    keep = None if max_length is None else max(max_length - len(head) + 1, 1)  # text tokens needed
     for i in range(0, len(texts), batch):
         chunk = [t or "" for t in texts[i : i + batch]]
-        ids = tokenizer(chunk, add_special_tokens=False)["input_ids"] if chunk else []
-        out.extend(np.asarray(head + list(x), dtype=np.int32) for x in ids)
+        long = {j for j, t in enumerate(chunk) if keep is not None and len(t) > LONG_TEXT_CHARS_PER_TOKEN * keep}
+        short = [t for j, t in enumerate(chunk) if j not in long]
+        ids = iter(tokenizer(short, add_special_tokens=False)["input_ids"] if short else [])
+        for j, text in enumerate(chunk):
+            x = _first_ids(tokenizer, text, keep) if j in long else next(ids)[:keep]
+            out.append(np.asarray(head + list(x), dtype=np.int32))
     return out
+
+
+# Texts longer than this many characters per needed token take the prefix path of `_first_ids`.
+LONG_TEXT_CHARS_PER_TOKEN = 32
+PREFIX_CHARS_PER_TOKEN = 8  # first prefix tried: about twice the tokens needed for English text
+
+
+def _first_ids(tokenizer, text: str, keep: int) -> list[int]:
+    """The first `keep` token ids of `text`, tokenizing prefixes instead of the whole text.
+
+    A prefix of c characters is tokenized, then one of 2c; when both have `keep` tokens
+    and agree on them, the cut at c changed none of them, and neither does the rest of
+    the text: tokenizers decide a token from the text near it (GPT-2's byte-level BPE
+    from the pre-token, a word or a run of spaces or punctuation, it belongs to). A cut
+    that does change them (inside a long run with no break, say) makes the prefixes
+    differ, and the next try is four times as long, up to the whole text.
+    """
+    chars = PREFIX_CHARS_PER_TOKEN * keep
+    while 2 * chars < len(text):
+        first = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+        if len(first) >= keep:
+            second = tokenizer(text[: 2 * chars], add_special_tokens=False)["input_ids"]
+            if first[:keep] == second[:keep]:
+                return second[:keep]
+        chars *= 4
+    return tokenizer(text, add_special_tokens=False)["input_ids"][:keep]
 
 
 @dataclass
