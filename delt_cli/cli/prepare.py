@@ -34,7 +34,7 @@ def prepare_cmd(
     domain: Annotated[Optional[str], typer.Option("--domain", help="Add (or replace) a 'domain' column with this value.")] = None,
     id_prefix: Annotated[
         IdPrefix,
-        typer.Option("--id-prefix", help="source: prefix every id with '<name>:', the name of the SRC it came from (file or directory name without its suffix), so sources numbered alike can be combined."),
+        typer.Option("--id-prefix", help="source: write every id as NAME:ID, NAME being the SRC it came from (its file or directory name without the format suffix), so that sources numbered alike can be combined."),
     ] = IdPrefix.none,
     on_invalid_utf8: Annotated[
         Utf8Policy,
