@@ -38,7 +38,8 @@ from delt_cli.corpus.text import has_commands, latin_share, pack
 from delt_cli.dataset.provenance import RunInfo, read_manifest, write_json_atomic
 from delt_cli.dataset.reader import Dataset, Shard
 from delt_cli.dataset.writer import StagedOutput, shard_name, write_shard
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.errors import UsageError
+from delt_cli.guard import OutputGuard, probe_writable
 
 CORPUS_VERSION = 2  # 2: reserved splits in an order independent of their sample. Bump when a cleaning, cutting or splitting rule changes
 SUMMARY = "corpus.json"
@@ -343,32 +344,27 @@ def _read_summary(output: Path) -> Optional[dict]:
         return None
 
 
-def _probe(output: Path) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DeltError(f"--output {output}: cannot create or write the directory ({exc.strerror or exc})") from exc
-
-
 def build_corpus(cfg: CorpusConfig, output: Path, *, overwrite: bool = False, sources: tuple[Source, ...] = SOURCES) -> dict:
-    """Build (or finish, or confirm) the corpus in `output`; return its summary (corpus.json)."""
+    """Build (or finish, or confirm) the corpus in `output`; return its summary (corpus.json).
+    The output is held by the output guard (one build at a time); a build deletes only splits
+    that corpus builds wrote."""
     output = Path(output)
     inputs = _inputs(sources)
-    done = _check_output(output, cfg, inputs, overwrite)
-    if done is not None:
-        info(f"{output}: already built with the same arguments; nothing to do")
-        return done
-    created = not output.exists()
-    _probe(output)
-    try:
-        return _build(cfg, output, inputs, overwrite, sources)
-    except BaseException:
-        if created and output.is_dir() and not any(output.iterdir()):
-            output.rmdir()  # a failed first build leaves nothing behind
-        raise
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output}: exists and is not a directory")
+    with OutputGuard(output, overwrite=overwrite):
+        done = _check_output(output, cfg, inputs, overwrite)
+        if done is not None:
+            info(f"{output}: already built with the same arguments; nothing to do")
+            return done
+        created = not output.exists()
+        probe_writable(output, output)
+        try:
+            return _build(cfg, output, inputs, overwrite, sources)
+        except BaseException:
+            if created and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()  # a failed first build leaves nothing behind
+            raise
 
 
 def _build(cfg: CorpusConfig, output: Path, inputs: Dataset, overwrite: bool, sources: tuple[Source, ...]) -> dict:
