@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from delt_cli.atomic import HOST, parse_temporary, remove, staged_dir, write_text_atomic
+from delt_cli.atomic import HOST, describe_os_error, parse_temporary, remove, staged_dir, write_text_atomic
 from delt_cli.console import info, warn
 from delt_cli.errors import DeltError, UsageError
 
@@ -133,10 +133,14 @@ class OutputLock:
             if not live:
                 if holder is not None and not (holder.get("host") == HOST and holder.get("pid") == os.getpid()):
                     warn(f"{self.target}: taking over the lock of a delt run that is no longer running ({_describe_holder(holder)})")
-                write_text_atomic(
-                    self.dir / HOLDER,
-                    json.dumps({"run_key": self.run_key, "pid": os.getpid(), "host": HOST, "rank": self.rank, "world": self.world, "started": time.time(), "argv": ["delt", *sys.argv[1:]]}),
-                )
+                try:
+                    write_text_atomic(
+                        self.dir / HOLDER,
+                        json.dumps({"run_key": self.run_key, "pid": os.getpid(), "host": HOST, "rank": self.rank, "world": self.world, "started": time.time(), "argv": ["delt", *sys.argv[1:]]}),
+                    )
+                except OSError as exc:  # a full disk fails here first, before any work
+                    mine.release()
+                    raise DeltError(f"{self.flag} {self.target}: cannot take its lock: {describe_os_error(exc, self.dir / HOLDER)}") from exc
             self._lock = mine
         finally:
             meta.release()
