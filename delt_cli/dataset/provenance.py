@@ -26,8 +26,9 @@ MANIFEST_NAME = "manifest.json"
 METADATA_KEY = b"delt"
 
 # Arguments that say where and how to write, not what to compute: kept out of shard
-# metadata so that the same computation gives the same bytes wherever it is written.
-LOCATION_ARGS = {"output", "overwrite", "resume", "debug", "config", "quiet", "processes"}
+# metadata (and out of the run key that the processes of one run share) so that the same
+# computation gives the same bytes wherever it is written and however it is split.
+LOCATION_ARGS = {"output", "overwrite", "resume", "debug", "config", "quiet", "processes", "rank", "world_size"}
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,12 +25,13 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from delt_cli.atomic import describe_os_error, parse_temporary, remove, replace_dir, temporary_path
-from delt_cli.console import info
+from delt_cli.atomic import HOST, describe_os_error, parse_temporary, remove, replace_dir, temporary_path
+from delt_cli.console import info, warn
 from delt_cli.dataset.provenance import (
     MANIFEST_NAME,
     METADATA_KEY,
     RunInfo,
+    _jsonable,
     read_manifest,
     shard_provenance,
     write_json_atomic,
@@ -237,8 +239,10 @@ def is_delt_shard(path: Path) -> bool:
         return False
 
 
-# Files a delt dataset directory may hold besides its shards and manifest.
-_DATASET_EXTRAS = (".lqs-annotation",)
+# Files a delt dataset directory may hold besides its shards and manifest: a scorer's fit
+# (delt_cli/scoring/artifact.py), the records of independent ranks, an LQS cache of older versions.
+RANK_RECORD_PREFIX = ".delt-rank-"
+_DATASET_EXTRAS = (".delt-fit", RANK_RECORD_PREFIX, ".lqs-annotation")
 
 
 def foreign_dataset_entries(directory: Path) -> list[str]:
@@ -377,10 +381,24 @@ class ShardwiseOutput:
     output shards equal the input names, so no two processes ever write the same file.
     Used as a context manager by every process of the run: each holds the output's
     guard (delt_cli/guard.py) under its rank from the checks to the manifest.
+
+    `independent` ranks (--rank/--world-size, Slurm arrays) never wait for each other: each
+    accepts an output that holds only its run's files, prepares only what is its own, skips
+    its shards that the same run finished, and leaves a rank record (`finish_rank`) instead
+    of the manifest; `finish_ranks` (`delt finish`) writes the manifest.
     """
 
     def __init__(
-        self, output: Path, dataset: Dataset, *, run: RunInfo, overwrite: bool = False, resume: bool = False, rank: int = 0, world: int = 1
+        self,
+        output: Path,
+        dataset: Dataset,
+        *,
+        run: RunInfo,
+        overwrite: bool = False,
+        resume: bool = False,
+        rank: int = 0,
+        world: int = 1,
+        independent: bool = False,
     ):
         self.output = Path(output)
         self.dataset = dataset
@@ -389,7 +407,11 @@ class ShardwiseOutput:
         self.resume = resume
         self.rank = rank
         self.world = world
+        self.independent = independent
+        self.started = time.time()
         self._guard: OutputGuard | None = None
+        self._prepared = False
+        self._run_key = ""
         names = [s.name for s in dataset.shards]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})[0]
@@ -397,12 +419,13 @@ class ShardwiseOutput:
 
     def __enter__(self) -> "ShardwiseOutput":
         self.check()
+        self._run_key = run_key(self.run, self.dataset.describe(False), self.world)
         self._guard = OutputGuard(
             self.output,
             overwrite=self.overwrite,
             resume=self.resume,
             foreign=foreign_dataset_entries,
-            run_key=run_key(self.run, self.dataset.describe(False), self.world),
+            run_key=self._run_key,
             rank=self.rank,
             world=self.world,
         ).__enter__()
@@ -414,6 +437,13 @@ class ShardwiseOutput:
                     raise UsageError(
                         f"--output {self.output}: holds {len(extra)} shard(s) this input does not produce (e.g. {extra[0]}); "
                         "--resume continues the same input only: pass --overwrite to replace the output"
+                    )
+            if self.independent and _nonempty(self.output) and not (self.overwrite or self.resume):
+                others = self._not_this_run()
+                if others:
+                    raise UsageError(
+                        f"--output {self.output}: holds files of another run (e.g. {others[0]}); "
+                        "pass --resume to continue it or --overwrite to replace it"
                     )
         except BaseException:
             self._guard.__exit__(None, None, None)
@@ -433,20 +463,85 @@ class ShardwiseOutput:
         if self.overwrite and self.resume:
             raise UsageError("--overwrite and --resume: pass at most one")
         check_output_location(self.output, [self.dataset])
-        if _nonempty(self.output) and not (self.overwrite or self.resume):
+        if _nonempty(self.output) and not (self.overwrite or self.resume or self.independent):
             raise UsageError(
                 f"--output {self.output}: exists and is not empty; pass --resume to continue it or --overwrite to replace it"
             )
 
+    # -- independent ranks -----------------------------------------------------------------------
+    def _same_run(self, provenance: dict | None) -> bool:
+        return (
+            provenance is not None
+            and provenance.get("command") == self.run.command
+            and provenance.get("args") == self.run.content_args()
+            and provenance.get("input", {}).get("dataset") == self.dataset.fingerprint
+        )
+
+    def _not_this_run(self) -> list[str]:
+        """Entries of the output that another run left (an independent rank accepts only its run's)."""
+        out = []
+        for p in sorted(self.output.iterdir()):
+            if p.name == MANIFEST_NAME or p.name.startswith(".delt-write-probe") or parse_temporary(p) is not None:
+                continue
+            if p.name.startswith(RANK_RECORD_PREFIX) and _read_json(p).get("run_key") == self._run_key:
+                continue
+            if p.suffix == ".parquet" and p.is_file() and self._same_run(_provenance(p)):
+                continue
+            out.append(p.name)
+        return out
+
+    def record_path(self, rank: int | None = None) -> Path:
+        return self.output / f"{RANK_RECORD_PREFIX}{self.rank if rank is None else rank:05d}-of-{self.world:05d}.json"
+
+    def finish_rank(self, *, extra: dict | None = None, summary: dict | None = None, unique_ids: str | None = None) -> dict:
+        """An independent rank's record of its part (for `delt finish`): the run, the input, its summary."""
+        mine = [s.name for s in my_shards(self.dataset.shards, self.rank, self.world)]
+        missing = [n for n in mine if not (self.output / n).is_file()]
+        if missing:
+            raise DeltError(f"{self.output}: {len(missing)} shard(s) of rank {self.rank} not finished, e.g. {missing[0]}; rerun this rank with --resume")
+        record = {
+            "run_key": self._run_key,
+            "rank": self.rank,
+            "world": self.world,
+            "command": self.run.command,
+            "args": {k: v for k, v in self.run.args.items() if k not in RANK_ARGS},
+            "argv": self.run.argv,
+            "started": self.run.started,
+            "elapsed_s": round(time.time() - self.started, 3),
+            "host": HOST,
+            "inputs": self.dataset.describe(),
+            "shards": mine,
+            "extra": extra or {},
+            "summary": summary or {},
+            "unique_ids": unique_ids,
+        }
+        write_json_atomic(self.record_path(), _jsonable(record))
+        return record
+
+    # -- shards ----------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the directory (main process only); with --overwrite remove what an earlier run wrote
-        (the guard has refused the run if anything else is there)."""
+        """Create the directory; with --overwrite remove what an earlier run wrote (the guard has
+        refused the run if anything else is there). Called by the main process of a launch, or by
+        every independent rank, which removes only what no other rank of its run writes. Idempotent."""
+        if self._prepared:
+            return
         if self.overwrite and self.output.is_dir():
+            expected = {s.name for s in self.dataset.shards}
+            mine = {s.name for s in my_shards(self.dataset.shards, self.rank, self.world)}
             for p in self.output.iterdir():
-                if p.name == MANIFEST_NAME or p.suffix == ".parquet" or p.name.startswith(_DATASET_EXTRAS) or parse_temporary(p):
-                    remove(p)
+                delt_file = p.name == MANIFEST_NAME or p.suffix == ".parquet" or p.name.startswith(_DATASET_EXTRAS) or parse_temporary(p)
+                if not delt_file:
+                    continue
+                if self.independent:
+                    own_record = p == self.record_path()
+                    other_world = p.name.startswith(RANK_RECORD_PREFIX) and not p.name.endswith(f"-of-{self.world:05d}.json")
+                    stray = p.suffix == ".parquet" and p.name not in expected
+                    if not (own_record or p.name in mine or (self.rank == 0 and (other_world or stray or p.name.startswith(".delt-fit")))):
+                        continue
+                remove(p)
         (self.output / MANIFEST_NAME).unlink(missing_ok=True)
         probe_writable(self.output, self.output)
+        self._prepared = True
 
     def path_for(self, shard: Shard) -> Path:
         return self.output / shard.name
@@ -455,14 +550,12 @@ class ShardwiseOutput:
         return self.run.shard_metadata({"shard": shard.describe(), "dataset": self.dataset.fingerprint}, extra)
 
     def is_done(self, shard: Shard) -> bool:
-        """True when --resume is on and this shard's output exists with the same arguments and input."""
+        """True when this shard's output exists with the same arguments and input and may be kept:
+        with --resume, or on an independent rank (not with --overwrite)."""
         path = self.path_for(shard)
-        if not (self.resume and path.is_file()):
+        if not ((self.resume or (self.independent and not self.overwrite)) and path.is_file()):
             return False
-        try:
-            prov = shard_provenance(pq.read_schema(path).metadata)
-        except (pa.ArrowException, OSError):
-            return False
+        prov = _provenance(path)
         return (
             prov is not None
             and prov.get("command") == self.run.command
@@ -486,6 +579,124 @@ class ShardwiseOutput:
         return manifest
 
 
+# Arguments that only say which part of a run a process does (kept out of rank records' args).
+RANK_ARGS = {"rank", "world_size"}
+
+
+def _provenance(path: Path) -> dict | None:
+    try:
+        return shard_provenance(pq.read_schema(path).metadata)
+    except (pa.ArrowException, OSError):
+        return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _names(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def finish_ranks(output: Path, *, argv: list[str] | None = None) -> dict:
+    """`delt finish OUT`: check that the independent ranks of one run wrote every shard, then write
+    the manifest (their rank records merged). One-line errors name missing shards, shards of
+    another run, or records of two runs; nothing is written then."""
+    output = Path(output)
+    if not output.is_dir():
+        raise DeltError(f"{output}: no such directory")
+    records = sorted(output.glob(f"{RANK_RECORD_PREFIX}*.json"))
+    manifest = read_manifest(output)
+    if not records:
+        if manifest is not None:
+            info(f"{output}: already finished (manifest.json is there)")
+            return manifest
+        raise DeltError(f"{output}: no rank records ({RANK_RECORD_PREFIX}*.json): no rank of a --rank/--world-size run has finished here")
+    with OutputGuard(output, run_key=f"finish-{HOST}-{os.getpid()}"):
+        data = [(p, _read_json(p)) for p in records]
+        broken = [p.name for p, d in data if "run_key" not in d]
+        if broken:
+            raise DeltError(f"{output}: unreadable rank record {broken[0]}")
+        keys = {d["run_key"] for _, d in data}
+        if len(keys) > 1:
+            a = next(d for _, d in data if d["run_key"] == data[0][1]["run_key"])
+            b = next(d for _, d in data if d["run_key"] != a["run_key"])
+            raise DeltError(
+                f"{output}: rank records of two different runs (rank {a['rank']} of {a['world']}: {' '.join(a.get('argv') or [])!s}; "
+                f"rank {b['rank']} of {b['world']}: {' '.join(b.get('argv') or [])!s}); rerun the ranks of one run (--overwrite replaces the other's)"
+            )
+        first = data[0][1]
+        world = int(first["world"])
+        inputs = first["inputs"]
+        expected = [s["path"] for s in inputs["shards"]]
+        names = [Path(p).name for p in expected]
+        present = {p.name for p in output.glob("*.parquet") if p.is_file()}
+        missing = [n for n in names if n not in present]
+        if missing:
+            ranks = sorted({i % world for i, n in enumerate(names) if n in set(missing)})
+            raise DeltError(
+                f"{output}: {len(missing)} of {len(names)} shard(s) missing: {_names(missing)} "
+                f"(rank(s) {_names([str(r) for r in ranks])} of {world}); run those ranks (with --resume) and finish again"
+            )
+        stray = sorted(present - set(names))
+        if stray:
+            raise DeltError(f"{output}: {len(stray)} shard(s) that this run's input does not produce: {_names(stray)}")
+        content_args = first["args"]
+        reference = None
+        for name, shard in zip(names, inputs["shards"]):
+            prov = _provenance(output / name) or {}
+            got = (prov.get("command"), prov.get("args"), prov.get("version"), prov.get("input", {}).get("dataset"), prov.get("input", {}).get("shard", {}).get("fingerprint"))
+            if reference is None:
+                reference = got[:4]
+            if got[:4] != reference or got[4] != shard["fingerprint"]:
+                first_name = names[0]
+                differs = "the input shard" if got[:4] == reference else _difference(reference, got)
+                raise DeltError(f"{output}: shards from two different runs: {name} and {first_name} differ in {differs}; rerun the stale rank with --overwrite")
+        if reference[0] != first["command"] or reference[3] != inputs["fingerprint"]:
+            raise DeltError(f"{output}: the shards were written by another run than the rank records say; rerun the ranks with --overwrite")
+        ranks = {int(d["rank"]) for _, d in data}
+        absent = sorted(set(range(world)) - ranks)
+        if absent:
+            warn(f"{output}: rank(s) {_names([str(r) for r in absent])} of {world} left no record (killed after writing their shards?); their counts are missing from the summary")
+        summaries = [d.get("summary") or {} for _, d in sorted(data, key=lambda x: x[1]["rank"])]
+        extra = dict(first.get("extra") or {})
+        summary = {}
+        for part in summaries:
+            for k, v in part.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(summary.get(k, 0), (int, float)):
+                    summary[k] = summary.get(k, 0) + v
+                else:
+                    summary.setdefault(k, v)
+        if summary:
+            extra["summary"] = summary
+        extra["processes"] = world
+        extra["ranks"] = [{"rank": d["rank"], "host": d.get("host"), "elapsed_s": d.get("elapsed_s"), "argv": d.get("argv")} for _, d in sorted(data, key=lambda x: x[1]["rank"])]
+        unique_ids = first.get("unique_ids") if all(d.get("unique_ids") == first.get("unique_ids") for _, d in data) else None
+        run = RunInfo(command=first["command"], args=content_args, argv=list(argv or first.get("argv") or []), started=min(float(d.get("started", time.time())) for _, d in data))
+        paths = [output / n for n in names]
+        manifest = run.manifest(inputs=inputs, outputs=describe_outputs(paths), extra={**extra, **_checks(unique_ids)})
+        write_json_atomic(output / MANIFEST_NAME, manifest)
+        for p in records:
+            p.unlink(missing_ok=True)
+    return manifest
+
+
+def _difference(a: tuple, b: tuple) -> str:
+    what = ("the command", "the arguments", "the delt version", "the input dataset")
+    for name, x, y in zip(what, a, b):
+        if x != y:
+            if name == "the arguments" and isinstance(x, dict) and isinstance(y, dict):
+                keys = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
+                return f"the arguments ({', '.join('--' + k.replace('_', '-') for k in keys[:4])})"
+            return name
+    return "their provenance"
+
+
 def my_shards(shards: Sequence[Shard], rank: int, world: int) -> list[Shard]:
     """The shards that process `rank` of `world` handles: i % world == rank."""
     return [s for i, s in enumerate(shards) if i % world == rank]
@@ -504,7 +715,7 @@ def run_shardwise(
     Called inside `with out:` (the output's guard is held)."""
     assert out._guard is not None, "run_shardwise needs `with ShardwiseOutput(...) as out:`"
     barrier()
-    if rank == 0:
+    if rank == 0 or out.independent:
         out.prepare()
     barrier()
     done = []
