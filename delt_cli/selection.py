@@ -262,7 +262,7 @@ def select_dataset(
         kept = int(keep.sum())
         extra = {"selection": {"rule": rule.kind, "value": rule.value, "rows_in": n, "rows_kept": kept}}
         if lazy:
-            extra[RECORD_KEY] = selection_record(ds, keep)
+            extra[RECORD_KEY] = selection_record(ds, keep, stage.metadata())
             extra["outputs"] = {"rows": kept, "num_shards": 0, "shards": []}  # no shard files: the rows stay in the input
         else:
             write_filtered(ds, keep, stage.path, stage.metadata())

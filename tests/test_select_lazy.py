@@ -206,3 +206,32 @@ def test_other_id_column_is_checked_on_the_kept_rows(cli, tmp_path):
     assert cli("select", d, "-o", tmp_path / "low", "--by", "n", "--lowest", "--top-k", "30", "--lazy").exit_code == 0
     assert cli("order", tmp_path / "low", "-o", tmp_path / "o", "--method", "shuffle", "--id-column", "uid").exit_code == 0
     assert read_rows(tmp_path / "o").num_rows == 30
+
+
+def test_other_commands_read_a_lazy_selection_written_out(cli, dataset, tmp_path):
+    """open_dataset (stats, score, train, ...) sees the rows an eager selection would have written."""
+    from delt_cli.dataset import open_dataset
+
+    cli("select", dataset, "-o", tmp_path / "e", "--by", "score", "--top-r", "0.3")
+    cli("select", dataset, "-o", tmp_path / "l", "--by", "score", "--top-r", "0.3", "--lazy")
+    ds = open_dataset(tmp_path / "l")
+    assert ds.spec == str(tmp_path / "l") and ds.num_rows == 60
+    assert [s.name for s in ds.shards] == [p.name for p in sorted((tmp_path / "e").glob("*.parquet"))]
+    assert pa.concat_tables([t for _, t in ds.iter_tables()]).equals(read_rows(tmp_path / "e"))
+    assert ds.ids_verified()
+    ds.check_ids()
+    eager = cli("stats", tmp_path / "e", "--by", "score")
+    lazy = cli("stats", tmp_path / "l", "--by", "score")
+    assert eager.exit_code == lazy.exit_code == 0, lazy.output
+    table = lambda out: [ln for ln in out.splitlines() if ln.lstrip("│ ").startswith(("score", "text chars", "rows"))]  # noqa: E731
+    assert table(eager.stderr) and table(eager.stderr) == table(lazy.stderr)
+
+
+def test_written_out_copy_is_removed_at_exit(dataset, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    subprocess.run([*DELT, "select", dataset, "-o", tmp_path / "l", "--by", "score", "--top-r", "0.5", "--lazy"], check=True, env=env, capture_output=True)
+    proc = subprocess.run([*DELT, "stats", tmp_path / "l", "--by", "score"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "is a lazy selection: writing its 100 rows to" in proc.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []

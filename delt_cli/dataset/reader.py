@@ -111,15 +111,8 @@ def _strip_meta(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
 
 
-def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], list[Path]]:
-    """Turn an input spec into (spec as text, shard paths in dataset order, input roots).
-
-    A directory holds *.parquet shards; without any, its JSON lines and Arrow files
-    (`sources.is_directory_shard`), or the Arrow files of a Hugging Face save_to_disk
-    directory in the order its state.json lists them. The roots are the directories
-    that the input "is" (a directory spec, or the folders a glob matched in); the
-    output may not be placed inside them.
-    """
+def stdin_spec(spec: str | os.PathLike, stdin=None) -> str:
+    """The spec as text; `-` is replaced by the one path on stdin (what the previous command printed)."""
     spec = str(spec)
     if spec == "-":
         stream = stdin if stdin is not None else sys.stdin
@@ -129,6 +122,19 @@ def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], 
         if len(lines) > 1:
             raise DeltError(f"input '-': expected one path on stdin, got {len(lines)} lines")
         spec = lines[0]
+    return spec
+
+
+def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], list[Path]]:
+    """Turn an input spec into (spec as text, shard paths in dataset order, input roots).
+
+    A directory holds *.parquet shards; without any, its JSON lines and Arrow files
+    (`sources.is_directory_shard`), or the Arrow files of a Hugging Face save_to_disk
+    directory in the order its state.json lists them. The roots are the directories
+    that the input "is" (a directory spec, or the folders a glob matched in); the
+    output may not be placed inside them.
+    """
+    spec = stdin_spec(spec, stdin)
     path = Path(spec)
     if path.is_dir():
         return spec, _directory_shards(path, spec), [path]
@@ -584,8 +590,16 @@ def open_dataset(
     (`check_complete`; `allow_incomplete` or DELT_ALLOW_INCOMPLETE=1 skips that check).
 
     A dataset without the id column gets derived ids when the column is the default `id`;
-    another `--id-column` that does not exist stays an error where ids are needed."""
-    spec_text, paths, roots = resolve_spec(spec, stdin=stdin)
+    another `--id-column` that does not exist stays an error where ids are needed.
+
+    A lazy selection (`delt select --lazy`) is opened with its rows written to a temporary
+    directory first (dataset/selected.py; select and order read it without that)."""
+    spec = stdin_spec(spec, stdin)
+    from delt_cli.dataset import selected
+
+    if selected.is_lazy_selection(spec):
+        return selected.open_materialized(spec, id_column=id_column, text_column=text_column)
+    spec_text, paths, roots = resolve_spec(spec)
     shards, schemas = _open_shards(paths)
     shards, schema = _common_schema(shards, schemas)
     _check_output_names(spec_text, shards)

@@ -22,8 +22,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import atexit
 import os
-import sys
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -32,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from delt_cli.dataset.keys import hash64
-from delt_cli.dataset.provenance import MANIFEST_NAME, read_manifest
+from delt_cli.dataset.provenance import MANIFEST_NAME, METADATA_KEY, read_manifest
 from delt_cli.dataset.reader import Dataset
 from delt_cli.errors import DeltError
 
@@ -128,9 +130,10 @@ class SelectedDataset(Dataset):
 # -- writing and opening ------------------------------------------------------------------
 
 
-def selection_record(dataset: Dataset, keep: np.ndarray) -> dict:
+def selection_record(dataset: Dataset, keep: np.ndarray, shard_metadata: dict[bytes, bytes] | None = None) -> dict:
     """The manifest record for keeping rows `keep` of `dataset`; a lazy dataset's kept rows
-    are mapped back to its source, so a selection always points at real shards."""
+    are mapped back to its source, so a selection always points at real shards.
+    `shard_metadata`: the provenance that shards written out from it carry."""
     if isinstance(dataset, SelectedDataset):
         masks = dataset.source_masks()
         offsets = dataset.offsets
@@ -151,6 +154,7 @@ def selection_record(dataset: Dataset, keep: np.ndarray) -> dict:
             "rows": source.num_rows,
             "shards": [{**s.describe(), "path": str(Path(s.path).resolve()), "kept": int(m.sum())} for s, m in zip(source.shards, masks)],
         },
+        "shard_metadata": (shard_metadata or {}).get(METADATA_KEY, b"").decode() or None,
         "kept_sha256": hashlib.sha256(bits).hexdigest(),
         "kept": base64.b64encode(bits).decode("ascii"),  # last: the long one
     }
@@ -159,19 +163,37 @@ def selection_record(dataset: Dataset, keep: np.ndarray) -> dict:
 
 def open_input(spec: str | os.PathLike, *, id_column: str = "id", text_column: str = "text", stdin=None) -> Dataset:
     """`open_dataset`, except that a lazy selection opens natively (for select and order)."""
-    from delt_cli.dataset.reader import open_dataset
+    from delt_cli.dataset.reader import open_dataset, stdin_spec
 
-    if str(spec) == "-":  # read the path here, so that it can be looked at before opening
-        stream = stdin if stdin is not None else sys.stdin
-        lines = [ln.strip() for ln in stream.read().splitlines() if ln.strip()]
-        if not lines:
-            raise DeltError("input '-': nothing on stdin (expected a dataset path from the previous command)")
-        if len(lines) > 1:
-            raise DeltError(f"input '-': expected one path on stdin, got {len(lines)} lines")
-        spec = lines[0]
+    spec = stdin_spec(spec, stdin)
     if is_lazy_selection(spec):
         return open_selection(spec, id_column=id_column, text_column=text_column)
     return open_dataset(spec, id_column=id_column, text_column=text_column)
+
+
+def open_materialized(spec: str | os.PathLike, *, id_column: str = "id", text_column: str = "text") -> Dataset:
+    """A lazy selection for commands that read shards themselves: its rows are written to a
+    temporary directory (under TMPDIR, removed when the process exits), as an eager
+    selection would have written them, and that is opened."""
+    from delt_cli.console import info
+    from delt_cli.dataset.permute import write_filtered
+    from delt_cli.dataset.provenance import write_json_atomic
+    from delt_cli.dataset.reader import open_dataset
+    from delt_cli.dataset.writer import describe_outputs
+
+    view = open_selection(spec, id_column=id_column, text_column=text_column)
+    tmp = Path(tempfile.mkdtemp(prefix="delt-lazy-selection-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    info(f"{spec} is a lazy selection: writing its {view.num_rows:,} rows to {tmp} for this command")
+    recorded = read_manifest(Path(spec))[RECORD_KEY].get("shard_metadata")
+    paths = write_filtered(view, np.ones(view.num_rows, dtype=bool), tmp, {METADATA_KEY: recorded.encode()} if recorded else {})
+    manifest = {"command": "select --lazy, written out", "lazy_selection": str(spec), "outputs": {"rows": view.num_rows, "shards": describe_outputs(paths)}}
+    if view.verified_ids:
+        manifest["checks"] = {"unique_ids": view.verified_ids}
+    write_json_atomic(tmp / MANIFEST_NAME, manifest)
+    ds = open_dataset(tmp, id_column=id_column, text_column=text_column)
+    ds.spec, ds.roots = str(spec), [*view.roots, tmp]
+    return ds
 
 
 def open_selection(path: str | os.PathLike, *, id_column: str = "id", text_column: str = "text") -> SelectedDataset:
