@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -224,3 +225,23 @@ def test_guard_checks_flags_and_writability(tmp_path):
     with pytest.raises(DeltError, match="is not writable"):
         with OutputGuard(Path("/proc/delt-no/out")):
             pass
+
+
+def _labelled(directory: Path) -> Path:
+    rows = [{"id": f"d{i}", "text": f"document number {i} " * (1 + i % 5), "label": float(i % 7)} for i in range(24)]
+    directory.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), directory / "part-0.parquet")
+    return directory
+
+
+@pytest.mark.assets
+def test_distill_overwrite_replaces_a_scorer_but_not_the_users_files(cli, tmp_path):
+    data = _labelled(tmp_path / "ann")
+    args = ["distill", str(data), "-o", str(tmp_path / "scorer"), "--column", "label", "--freeze-encoder", "--max-length", "32"]
+    assert cli(*args).exit_code == 0
+    result = cli(*args, "--overwrite", "--seed", "1")
+    assert result.exit_code == 0, result.output  # a scorer directory is delt's own, not "foreign files"
+    (tmp_path / "scorer" / "notes.txt").write_text("mine")
+    result = cli(*args, "--overwrite", "--seed", "2")
+    assert result.exit_code == 2 and "holds files delt did not write (notes.txt)" in result.stderr
+    assert (tmp_path / "scorer" / "notes.txt").read_text() == "mine"

@@ -30,7 +30,9 @@ import polars as pl
 
 from delt_cli.console import info, progress
 from delt_cli.dataset import RunInfo, StagedOutput, open_dataset
+from delt_cli.dataset.provenance import MANIFEST_NAME
 from delt_cli.errors import DeltError
+from delt_cli.guard import foreign_except
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -99,7 +101,7 @@ def distill(
 
     from delt_cli.distributed import get_dist
     from delt_cli.models.loading import fingerprint, load_encoder
-    from delt_cli.scoring.distilled import ScorerModel, new_head
+    from delt_cli.scoring.distilled import CONFIG_NAME, ENCODER_DIR, HEAD_NAME, ScorerModel, new_head
 
     if not 0 < heldout < 1:
         raise DeltError(f"--heldout {heldout}: must be between 0 and 1")
@@ -112,7 +114,8 @@ def distill(
     run = run or RunInfo(command="distill", args={"column": column})
     ds, texts, y = load_labelled(input, column=column, text_column=text_column, id_column=id_column)
     started = time.time()
-    with StagedOutput(output, [ds], run=run, overwrite=overwrite, resume=resume) as stage:
+    scorer_files = foreign_except(ENCODER_DIR, HEAD_NAME, CONFIG_NAME, MANIFEST_NAME)
+    with StagedOutput(output, [ds], run=run, overwrite=overwrite, resume=resume, foreign=scorer_files) as stage:
         if stage.finished:
             return {}
         device = get_dist().device
