@@ -106,17 +106,25 @@ def describe_os_error(exc: OSError, path: str | os.PathLike | None = None) -> st
 
 
 @contextmanager
-def open_atomic(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """`open(path, mode)` whose content replaces `path` only when the block finishes without error."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` for a writer that wants a file name (Parquet, PNG);
+    renamed to `path` when the block finishes without error, removed otherwise."""
     path = Path(path)
     tmp = temporary_path(path)
     try:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
-            yield fh
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def open_atomic(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """`open(path, mode)` whose content replaces `path` only when the block finishes without error."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

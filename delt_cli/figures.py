@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -18,12 +17,12 @@ def pyplot():
 
 def save_figure(fig, path: Path) -> Path:
     """Write `fig` to `path` under a temporary name, then rename; always close it."""
+    from delt_cli.atomic import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
     finally:
-        tmp.unlink(missing_ok=True)
         pyplot().close(fig)
     return path

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from delt_cli.atomic import HOST, describe_os_error, parse_temporary, remove, replace_dir, temporary_path
+from delt_cli.atomic import HOST, atomic_path, describe_os_error, parse_temporary, remove, replace_dir, temporary_path
 from delt_cli.console import info, warn
 from delt_cli.dataset.provenance import (
     MANIFEST_NAME,
@@ -109,16 +109,11 @@ def write_shard(table: pa.Table, path: Path, metadata: dict[bytes, bytes] | None
     """Write `table` to `path` atomically (temporary name, then rename); return its row count."""
     path = Path(path)
     table = table.replace_schema_metadata(_with_metadata(table.schema, metadata).metadata)
-    tmp = temporary_path(path)
     try:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **column_encodings(table), **compression_options())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **column_encodings(table), **compression_options())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ShardWriteError(path, exc) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return table.num_rows
 
 
