@@ -295,3 +295,13 @@ def test_help_and_no_arguments_are_unchanged():
     assert bare.returncode == 2 and "Usage" in bare.stdout and "error" not in bare.stderr
     version = run_delt("--version")
     assert version.returncode == 0 and version.stdout.startswith("delt ")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`delt tasks list | head -0`: the reader is gone before the output is written; no `error:` line,
+    the status a Unix tool killed by SIGPIPE gives (141)."""
+    proc = subprocess.Popen([str(DELT), "tasks", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # like a pipe whose reader exited
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err
+    assert "error" not in err.lower()

@@ -37,6 +37,15 @@ def current_run() -> RunInfo:
     return _current_run
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (in-process tests)
+        pass
+
+
 def emit(path: Any) -> None:
     """Print the command's output location: the only thing a command writes to stdout."""
     sys.stdout.write(f"{path}\n")
@@ -146,6 +155,9 @@ def step(fn: Callable) -> Callable:
                 raise
             console.print("[bold red]error:[/bold red] interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `delt ... | head`: the reader has gone; end quietly, as a Unix tool would
+            _silence_stdout()
+            raise typer.Exit(141) from None
         except Exception as exc:  # a bug, or an error we did not anticipate
             if debug or type(exc).__module__.startswith(("typer", "click")):
                 raise
