@@ -20,7 +20,9 @@ sentence-transformers computes for mean-pooling models such as all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -31,6 +33,8 @@ from delt_cli.console import warn
 from delt_cli.dataset import RunInfo
 from delt_cli.distributed import Dist
 from delt_cli.errors import DeltError, UsageError
+from delt_cli.scoring.base import Scorer
+from delt_cli.scoring.options import TextInput, option
 from delt_cli.vectors import DTYPES, to_arrow
 
 
@@ -176,54 +180,62 @@ class Encoder:
         return docs.astype(np.float32)
 
 
-class EmbeddingScorer:
+@dataclass
+class EmbedOptions(TextInput):
+    model: Optional[str] = option(None, "Encoder directory or cached hub id (default: all-MiniLM-L6-v2 from the asset cache).")
+    column: str = option("emb", "Name of the embedding column to add.")
+    chunk_chars: int = option(1000, "Split longer documents into chunks of at most this many characters and average their embeddings.")
+    normalize: Optional[bool] = option(None, "L2-normalise the embeddings (default: as the model's sentence-transformers config says).")
+    batch_size: int = option(64, "Chunks per forward pass.", runtime=True)
+    dtype: str = option("float32", "Storage type of the column: float32 or float16.")
+    max_length: Optional[int] = option(None, "Truncate chunks to this many tokens (default: the model's max_seq_length).")
+
+
+class EmbeddingScorer(Scorer):
     """`delt embed` as a per-shard column adder (run by the scoring runner): one vector column."""
 
     name = "embed"
+    title = "Embedding"
+    Options = EmbedOptions
 
-    def __init__(
-        self,
-        *,
-        model: Optional[str] = None,
-        column: str = "emb",
-        chunk_chars: int = 1000,
-        normalize: Optional[bool] = None,
-        batch_size: int = 64,
-        dtype: str = "float32",
-        max_length: Optional[int] = None,
-        text_column: str = "text",
-    ):
-        if chunk_chars < 1:
-            raise UsageError(f"--chunk-chars {chunk_chars}: must be >= 1")
-        if dtype not in DTYPES:
-            raise UsageError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
-        if model is None:
+    def validate(self) -> None:
+        o = self.options
+        if o.chunk_chars < 1:
+            raise UsageError(f"--chunk-chars {o.chunk_chars}: must be >= 1")
+        if o.dtype not in DTYPES:
+            raise UsageError(f"--dtype {o.dtype}: expected one of {', '.join(DTYPES)}")
+        if o.model is None:
             from delt_cli.assets import minilm_dir
 
-            model = str(minilm_dir())
-        self.model, self.column, self.chunk_chars, self.normalize = model, column, chunk_chars, normalize
-        self.batch_size, self.dtype, self.max_length, self.text_column = batch_size, dtype, max_length, text_column
-        self.columns = [column]
+            self.options = dataclasses.replace(o, model=str(minilm_dir()))
         self.encoder: Optional[Encoder] = None
 
-    def prepare(self, dataset, dist) -> None:
-        text_type = dataset.require(self.text_column, flag="--text-column")
-        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_string_view(text_type)):
-            raise DeltError(f"--text-column '{self.text_column}' in {dataset.spec} has type {text_type}, not text")
-        on_gpu = str(dist.device).startswith("cuda")
-        compute_dtype = "float16" if (self.dtype == "float16" and on_gpu) else "float32"
-        self.encoder = Encoder(self.model, device=dist.device, batch_size=self.batch_size, max_length=self.max_length, normalize=self.normalize, compute_dtype=compute_dtype)
-        if self.encoder.pooling not in (None, "mean_tokens") and dist.is_main:
-            warn(f"--model {self.model} was trained with {self.encoder.pooling} pooling; delt embed uses mean pooling")
+    @property
+    def columns(self) -> list[str]:
+        return [self.options.column]
 
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
-        assert self.encoder is not None, "prepare() must run before score_table()"
-        vectors = self.encoder.embed_documents(table.column(self.text_column).to_pylist(), chunk_chars=self.chunk_chars)
-        return {self.column: to_arrow(vectors, self.dtype)}
+    def check(self, dataset) -> None:
+        text_type = dataset.require(self.options.text_column, flag="--text-column")
+        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_string_view(text_type)):
+            raise DeltError(f"--text-column '{self.options.text_column}' in {dataset.spec} has type {text_type}, not text")
+
+    def prepare(self, dist) -> None:
+        o = self.options
+        on_gpu = str(dist.device).startswith("cuda")
+        compute_dtype = "float16" if (o.dtype == "float16" and on_gpu) else "float32"
+        self.encoder = Encoder(o.model, device=dist.device, batch_size=o.batch_size, max_length=o.max_length, normalize=o.normalize, compute_dtype=compute_dtype)
+        if self.encoder.pooling not in (None, "mean_tokens") and dist.is_main:
+            warn(f"--model {o.model} was trained with {self.encoder.pooling} pooling; delt embed uses mean pooling")
+
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
+        assert self.encoder is not None, "prepare() must run before transform()"
+        vectors = self.encoder.embed_documents(table.column(self.options.text_column).to_pylist(), chunk_chars=self.options.chunk_chars)
+        return {self.options.column: to_arrow(vectors, self.options.dtype)}
 
     def provenance(self) -> dict:
-        out = {"chunk_chars": self.chunk_chars, "dtype": self.dtype, "column": self.column}
-        return {**self.encoder.provenance(), **out} if self.encoder is not None else {"model": self.model, **out}
+        o = self.options
+        out = {"chunk_chars": o.chunk_chars, "dtype": o.dtype, "column": o.column}
+        return {**self.encoder.provenance(), **out} if self.encoder is not None else {"model": o.model, **out}
 
 
 def embed_dataset(input: str | Path, output: Path, *, run: Optional[RunInfo] = None, overwrite: bool = False, resume: bool = False,

@@ -95,12 +95,12 @@ def perplexity_child(method: str, model_spec: str, tokenizer: str, docs: int, ma
             def require(self, column, flag):
                 return None
 
-        scorer.prepare(DS(), Dist())
+        scorer.fit_prepare(DS(), Dist())
         table = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts})
-        scorer.score_table(table.slice(0, 4))  # warm-up
+        scorer.transform(table.slice(0, 4))  # warm-up
         base = rss_mb()
         start = time.perf_counter()
-        out = scorer.score_table(table)
+        out = scorer.transform(table)
         wall = time.perf_counter() - start
         nll = out["ppl_nll"].to_numpy()
     elif method == "loop":
@@ -140,10 +140,10 @@ def lqs_child(corpus: str, target: str, tokenizer: str, model: str, proxy_size: 
     from delt_cli.distributed import Dist
 
     ds = open_dataset(corpus)
-    scorer = LQSScorer(model=model, tokenizer=tokenizer, target=target, proxy_size=proxy_size, steps=steps, interval=interval, max_length=max_length, target_size=target_size)
+    scorer = LQSScorer(model=model, tokenizer=tokenizer, target=target, proxy_size=proxy_size, proxy_steps=steps, interval=interval, max_length=max_length, target_size=target_size)
     base = rss_mb()
     start = time.perf_counter()
-    scorer.prepare(ds, Dist())
+    scorer.fit_prepare(ds, Dist())
     wall = time.perf_counter() - start
     passes = len(range(0, steps, interval)) + 1
     phases = {f"phase {k}": v for k, v in scorer.report()["seconds"].items()}

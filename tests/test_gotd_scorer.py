@@ -61,7 +61,7 @@ def read_scores(out, column="gotd"):
 
 def test_streaming_scores_equal_the_full_solve(planted, tmp_path):
     root, pool, target, _ = planted
-    scorer = GOTDScorer(target=str(root / "target"), pool_size=None, tol=1e-7, max_iter=20_000, dtype="float64")
+    scorer = GOTDScorer(target=str(root / "target"), pool_size=None, tol=1e-7, max_iter=20_000, ot_dtype="float64")
     score_dataset(root / "pool", tmp_path / "out", scorer)
     got = read_scores(tmp_path / "out", "gotd_potential")
     full = sinkhorn(target, pool, epsilon=0.1, tol=1e-7, max_iter=20_000, momentum=1.3, dtype=torch.float64)
@@ -159,7 +159,7 @@ def test_tiled_and_stored_solves_give_the_same_scores(planted, tmp_path):
     root, *_ = planted
     outs = []
     for mem in ("1GB", "1KB"):
-        scorer = GOTDScorer(target=str(root / "target"), max_memory=mem, tol=1e-8, max_iter=20_000, dtype="float64")
+        scorer = GOTDScorer(target=str(root / "target"), max_memory=mem, tol=1e-8, max_iter=20_000, ot_dtype="float64")
         score_dataset(root / "pool", tmp_path / mem, scorer)
         outs.append(read_scores(tmp_path / mem))
         assert scorer.provenance()["convergence"]["cost_matrix"] == ("stored" if mem == "1GB" else "tiled")
@@ -236,7 +236,7 @@ def test_flag_errors():
     with pytest.raises(DeltError, match="--epsilon -1"):
         GOTDScorer(target="t", epsilon=-1.0)
     with pytest.raises(DeltError, match="--ot-dtype"):
-        GOTDScorer(target="t", dtype="float8")
+        GOTDScorer(target="t", ot_dtype="float8")
     with pytest.raises(DeltError, match="--max-memory"):
         parse_bytes("lots")
     assert parse_bytes("2GB") == 2 * 10**9 and parse_bytes("512MiB") == 512 * 2**20 and parse_bytes("1000") == 1000

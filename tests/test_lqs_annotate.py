@@ -128,11 +128,12 @@ def test_killed_run_resumes_to_the_same_scores(corpus, annotated, tmp_path):
     cmd = [sys.executable, "-m", "delt_cli", *lqs_args(pool, target, tok, out)]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while not (out / ".lqs-annotation.cache").exists() and proc.poll() is None and time.time() < deadline:
+    fit = out / ".delt-fit" / "fit.json"  # the annotation, kept by the runner inside the output
+    while not fit.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (out / ".lqs-annotation.cache").exists(), proc.stderr.read().decode()[-2000:]
+    assert fit.exists(), proc.stderr.read().decode()[-2000:]
     if (out / "manifest.json").exists():
         # Scoring after the annotation takes only milliseconds, so the run can end between two
         # polls: leave what a kill just before its end leaves (no manifest, the last shard unwritten).
@@ -140,7 +141,7 @@ def test_killed_run_resumes_to_the_same_scores(corpus, annotated, tmp_path):
         sorted(out.glob("*.parquet"))[-1].unlink()
     resumed = subprocess.run([*cmd, "--resume"], env=env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert "LQS annotation reused" in resumed.stderr
+    assert "lqs: fit reused from" in resumed.stderr
     a, b = read(annotated), read(out)
     assert a.equals(b)
 

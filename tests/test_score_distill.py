@@ -119,6 +119,6 @@ def test_scorer_method_needs_a_scorer_directory(tmp_path):
 def test_compression_ratio_orders_repetitive_below_prose():
     scorer = CompressionScorer()
     table = pa.table({"text": ["the cat sat. " * 50, science()[0], "", None]})
-    out = scorer.score_table(table)["compression_ratio"].to_pylist()
+    out = scorer.transform(table)["compression_ratio"].to_pylist()
     assert out[0] < 0.15 < out[1] < 1.0 and out[2] is None and out[3] is None
     assert scorer.summary() == {"empty (null)": 2}

@@ -81,8 +81,8 @@ def run_scorer(tiny_dir, rows, **kwargs):
         def require(self, column, flag):
             return None
 
-    scorer.prepare(DS(), Dist())
-    return scorer, scorer.score_table(pa.Table.from_pylist(rows))
+    scorer.fit_prepare(DS(), Dist())
+    return scorer, scorer.transform(pa.Table.from_pylist(rows))
 
 
 def test_empty_texts_get_null_and_are_counted(tiny_dir):
@@ -208,8 +208,8 @@ def test_smollm2_prefers_prose_and_matches_the_transformers_loop(tmp_path):
         def require(self, column, flag):
             return None
 
-    scorer.prepare(DS(), Dist())
-    out = scorer.score_table(pa.Table.from_pylist(rows))
+    scorer.fit_prepare(DS(), Dist())
+    out = scorer.transform(pa.Table.from_pylist(rows))
     nll = out["ppl_nll"].to_numpy()
     assert nll[:3].max() < nll[3:].min()  # real prose is far more likely than random letters
     model = load_causal_lm(smollm2_dir())
@@ -305,8 +305,8 @@ texts = (list(science()) + list(news()))[: int(sys.argv[2])]
 table = pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
 pq.write_table(table, sys.argv[4])
 scorer = PerplexityScorer(model=sys.argv[1], max_length=64)
-scorer.prepare(open_dataset(sys.argv[4]), Dist())
-scorer.score_table(table)
+scorer.fit_prepare(open_dataset(sys.argv[4]), Dist())
+scorer.transform(table)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 '''
     peaks = {}

@@ -43,6 +43,8 @@ def _root(
 COMMANDS = {
     "prepare": "prepare",
     "score": "score",
+    "fit": "fit",
+    "finish": "finish",
     "select": "select",
     "order": "order",
     "stats": "stats",

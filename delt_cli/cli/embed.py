@@ -7,6 +7,7 @@ from delt_cli.cli.common import IdColumnOpt, InputArg, OutputOpt, OverwriteOpt, 
 from delt_cli.embedding import embed_dataset
 
 MODEL = "Model options"
+SCALE = "Several processes (docs/scale.md)"
 
 EXAMPLES = """
 **Examples**
@@ -16,6 +17,7 @@ delt embed raw -o embedded
 delt embed target -o target-emb --model minilm --dtype float16
 accelerate launch --num_processes 2 -m delt_cli embed raw -o embedded --batch-size 256
 delt embed raw -o emb | delt score - -o scored --method gotd --target target-emb
+delt embed raw -o emb --rank 3 --world-size 16   # one of 16 independent ranks; then: delt finish emb
 ```
 
 Adds a fixed-size-list float column (default 'emb') to every shard; all other columns are kept.
@@ -36,11 +38,16 @@ def embed_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Chunks per forward pass (chunks are sorted by length first).", rich_help_panel=MODEL)] = 64,
     dtype: Annotated[str, typer.Option("--dtype", help="Storage type of the column: float32 or float16.")] = "float32",
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate chunks to this many tokens (default: the model's max_seq_length).", rich_help_panel=MODEL)] = None,
+    rank: Annotated[Optional[int], typer.Option("--rank", help="Embed only shards i with i % WORLD_SIZE == RANK, alone (default: SLURM_ARRAY_TASK_ID); `delt finish` writes the manifest.", rich_help_panel=SCALE)] = None,
+    world_size: Annotated[Optional[int], typer.Option("--world-size", help="Number of independent ranks (default: SLURM_ARRAY_TASK_COUNT).", rich_help_panel=SCALE)] = None,
     id_column: IdColumnOpt = "id",
     text_column: TextColumnOpt = "text",
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
 ) -> None:
+    from delt_cli.distributed import get_dist
+
+    dist = get_dist(rank, world_size)
     manifest = embed_dataset(
         input,
         output,
@@ -56,6 +63,7 @@ def embed_cmd(
         resume=resume,
         id_column=id_column,
         text_column=text_column,
+        dist=dist,
     )
     if manifest is not None:
         emit(output)

@@ -9,31 +9,41 @@ of the fixed header. Empty texts get null.
 from __future__ import annotations
 
 import zlib
-from typing import Optional
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from delt_cli.scoring.base import Scorer
+from delt_cli.scoring.options import Named, TextInput
 
-class CompressionScorer:
+LEVEL = 6
+
+
+@dataclass
+class CompressionOptions(TextInput, Named):
+    pass
+
+
+class CompressionScorer(Scorer):
     name = "compression"
+    title = "Compression"
+    Options = CompressionOptions
 
-    def __init__(self, *, text_column: str = "text", column: Optional[str] = None, level: int = 6):
-        self.text_column = text_column
-        self.level = level
-        self.columns = [column or "compression_ratio"]
+    def validate(self) -> None:
         self.empty = 0
 
-    def prepare(self, dataset, dist) -> None:
-        dataset.require(self.text_column, flag="--text-column")
+    @property
+    def columns(self) -> list[str]:
+        return [self.options.column or "compression_ratio"]
 
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
-        texts = table.column(self.text_column).to_pylist()
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
+        texts = table.column(self.options.text_column).to_pylist()
         ratio = np.full(len(texts), np.nan)
         for i, text in enumerate(texts):
             raw = (text or "").encode("utf-8")
             if raw:
-                ratio[i] = len(zlib.compress(raw, self.level)) / len(raw)
+                ratio[i] = len(zlib.compress(raw, LEVEL)) / len(raw)
         empty = np.isnan(ratio)
         self.empty += int(empty.sum())
         return {self.columns[0]: pa.array(ratio, mask=empty, type=pa.float64())}
@@ -41,5 +51,5 @@ class CompressionScorer:
     def summary(self) -> dict:
         return {"empty (null)": self.empty}
 
-    def provenance(self) -> dict:
-        return {"codec": "zlib", "level": self.level, "definition": "compressed bytes / utf-8 bytes"}
+    def describe(self) -> dict:
+        return {"codec": "zlib", "level": LEVEL, "definition": "compressed bytes / utf-8 bytes"}

@@ -15,6 +15,7 @@ document, shard by shard. Empty texts get null.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from delt_cli.errors import DeltError
+from delt_cli.scoring.base import Scorer
+from delt_cli.scoring.options import Batched, Named, TextInput, Typed, default_of, option
 
 CONFIG_NAME = "scorer.json"
 HEAD_NAME = "head.safetensors"
@@ -119,20 +122,27 @@ def predict_texts(model: ScorerModel, texts: list[str], *, device, batch_tokens:
     return out
 
 
-class DistilledScorer:
-    name = "scorer"
+@dataclass
+class DistilledOptions(TextInput, Typed, Batched, Named):
+    scorer: Optional[Path] = option(None, "Directory written by `delt distill`.")
+    batch_tokens: Optional[int] = default_of(Batched, "batch_tokens", 4096)
 
-    def __init__(self, *, scorer: Optional[str | Path], column: Optional[str] = None, text_column: str = "text", dtype: str = "auto", batch_tokens: int = 16384):
-        if scorer is None:
+
+class DistilledScorer(Scorer):
+    name = "scorer"
+    title = "Distilled scorer"
+    Options = DistilledOptions
+
+    def validate(self) -> None:
+        if self.options.scorer is None:
             raise DeltError("--method scorer needs --scorer DIR (a directory written by `delt distill`)")
-        self.directory = Path(scorer)
-        self.text_column = text_column
-        self.dtype = dtype
-        self.batch_tokens = batch_tokens
+        self.directory = Path(self.options.scorer)
         self.config = self._read_config()
-        self.columns = [column or f"{self.config.get('column', 'score')}_pred"]
         self.empty = 0
-        self.on_progress = None
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.options.column or f"{self.config.get('column', 'score')}_pred"]
 
     def _read_config(self) -> dict:
         path = self.directory / CONFIG_NAME
@@ -143,14 +153,18 @@ class DistilledScorer:
         except (OSError, ValueError) as exc:
             raise DeltError(f"--scorer {self.directory}: unreadable {CONFIG_NAME} ({exc})") from exc
 
-    def prepare(self, dataset, dist) -> None:
-        dataset.require(self.text_column, flag="--text-column")
-        self.device = dist.device
-        self.model = load_scorer(self.directory, dtype=self.dtype, device=dist.device)
+    def references(self) -> dict:
+        from delt_cli.models.loading import fingerprint
 
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
-        texts = table.column(self.text_column).to_pylist()
-        pred = predict_texts(self.model, texts, device=self.device, batch_tokens=self.batch_tokens, on_batch=self.on_progress)
+        return {"scorer": str(self.directory), "scorer_fingerprint": fingerprint(self.directory / ENCODER_DIR) + ":" + fingerprint(self.directory / HEAD_NAME)}
+
+    def prepare(self, dist) -> None:
+        self.device = dist.device
+        self.model = load_scorer(self.directory, dtype=self.options.dtype, device=dist.device)
+
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
+        texts = table.column(self.options.text_column).to_pylist()
+        pred = predict_texts(self.model, texts, device=self.device, batch_tokens=self.options.batch_tokens or 4096, on_batch=self.on_progress)
         empty = np.isnan(pred)
         self.empty += int(empty.sum())
         if self.on_progress:
@@ -160,12 +174,6 @@ class DistilledScorer:
     def summary(self) -> dict:
         return {"empty (null)": self.empty}
 
-    def provenance(self) -> dict:
-        from delt_cli.models.loading import fingerprint
-
+    def describe(self) -> dict:
         keys = ("column", "encoder", "encoder_fingerprint", "max_length", "heldout_spearman", "heldout_pearson", "train_rows", "heldout_rows")
-        return {
-            "scorer": str(self.directory),
-            "scorer_fingerprint": fingerprint(self.directory / ENCODER_DIR) + ":" + fingerprint(self.directory / HEAD_NAME),
-            **{k: self.config.get(k) for k in keys},
-        }
+        return {k: self.config.get(k) for k in keys}

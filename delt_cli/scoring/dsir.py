@@ -5,7 +5,7 @@ Features: the text is lower-cased and split into word and punctuation tokens
 into one of ``buckets`` buckets (a 64-bit blake2b hash of each word, bigrams mixed
 from their two word hashes, so the buckets are stable across runs and machines).
 
-Fit (``prepare``): bag-of-n-grams models of the target and of the raw pool (a seeded
+Fit: bag-of-n-grams models of the target and of the raw pool (a seeded
 uniform sample of ``pool_size`` rows, or all of it), each with add-one smoothing:
 p(k) = (count_k + 1) / (total + buckets).
 
@@ -21,6 +21,7 @@ resampling without replacement (the Gumbel top-k trick), independent of sharding
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -30,6 +31,8 @@ import pyarrow as pa
 from delt_cli.console import info
 from delt_cli.dataset import open_dataset
 from delt_cli.errors import DeltError, UsageError
+from delt_cli.scoring.base import Fitted, Scorer
+from delt_cli.scoring.options import IdInput, Named, PoolOptions, Seeded, TargetOptions, TextInput, option
 from delt_cli.scoring.pool import fit_on_main, iter_sample, sample_rows
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"
@@ -99,89 +102,87 @@ def gumbel_noise(ids: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
     return -np.log(-np.log(u))
 
 
-class DSIRScorer:
+@dataclass
+class DSIROptions(TargetOptions, PoolOptions, TextInput, IdInput, Seeded, Named):
+    dsir_buckets: int = option(10_000, "Hash buckets for unigram + bigram features.")
+
+
+class DSIRScorer(Scorer):
     """Columns: dsir (log importance weight) and dsir_gumbel (the same plus seeded Gumbel noise)."""
 
     name = "dsir"
+    title = "DSIR"
+    Options = DSIROptions
+    global_fit = True
 
-    def __init__(
-        self,
-        *,
-        target: Optional[str],
-        text_column: str = "text",
-        id_column: str = "id",
-        buckets: int = 10_000,
-        pool_size: Optional[int] = 50_000,
-        column: Optional[str] = None,
-        seed: int = 0,
-    ):
-        if not target:
+    def validate(self) -> None:
+        o = self.options
+        if not o.target:
             raise UsageError("--method dsir needs --target TARGET (a dataset with the same text column)")
-        if buckets < 2:
-            raise UsageError(f"--dsir-buckets {buckets}: must be >= 2")
-        if pool_size is not None and pool_size < 1:
-            raise UsageError(f"--pool-size {pool_size}: must be >= 1")
-        self.target = str(target)
-        self.text_column = text_column
-        self.id_column = id_column
-        self.buckets = buckets
-        self.pool_size = pool_size
-        self.seed = seed
-        base = column or "dsir"
-        self.columns = [base, f"{base}_gumbel"]
-        self._log_ratio: Optional[np.ndarray] = None
-        self._facts: dict = {}
+        if o.dsir_buckets < 2:
+            raise UsageError(f"--dsir-buckets {o.dsir_buckets}: must be >= 2")
+        if o.pool_size is not None and o.pool_size < 1:
+            raise UsageError(f"--pool-size {o.pool_size}: must be >= 1")
 
-    def _fit(self, dataset) -> dict:
-        target = open_dataset(self.target, text_column=self.text_column)
-        target.require(self.text_column, flag="--text-column")
+    @property
+    def columns(self) -> list[str]:
+        base = self.options.column or "dsir"
+        return [base, f"{base}_gumbel"]
+
+    def check(self, dataset) -> None:
+        dataset.require(self.options.text_column, flag="--text-column")
+        dataset.require(self.options.id_column, flag="--id-column")
+
+    def _fit_main(self, dataset) -> Fitted:
+        o = self.options
+        target = open_dataset(o.target, text_column=o.text_column)
+        target.require(o.text_column, flag="--text-column")
         if target.num_rows < 1:
-            raise DeltError(f"--target {self.target} has no rows")
-        t_counts = np.zeros(self.buckets, np.int64)
-        for _, table in target.iter_tables([self.text_column]):
-            t_counts += bucket_counts(table.column(self.text_column), self.buckets)
+            raise DeltError(f"--target {o.target} has no rows")
+        t_counts = np.zeros(o.dsir_buckets, np.int64)
+        for _, table in target.iter_tables([o.text_column]):
+            t_counts += bucket_counts(table.column(o.text_column), o.dsir_buckets)
         if t_counts.sum() == 0:
-            raise DeltError(f"--target {self.target}: column '{self.text_column}' has no words")
-        rows = sample_rows(dataset.num_rows, self.pool_size, self.seed)
-        r_counts = np.zeros(self.buckets, np.int64)
-        for _, table, local in iter_sample(dataset, [self.text_column], rows):
-            r_counts += bucket_counts(table.column(self.text_column).take(pa.array(local)), self.buckets)
+            raise DeltError(f"--target {o.target}: column '{o.text_column}' has no words")
+        rows = sample_rows(dataset.num_rows, o.pool_size, o.seed)
+        r_counts = np.zeros(o.dsir_buckets, np.int64)
+        for _, table, local in iter_sample(dataset, [o.text_column], rows):
+            r_counts += bucket_counts(table.column(o.text_column).take(pa.array(local)), o.dsir_buckets)
         fit_rows = dataset.num_rows if rows is None else len(rows)
         info(f"DSIR: fitted on {target.num_rows:,} target rows ({int(t_counts.sum()):,} n-grams) and {fit_rows:,} pool rows ({int(r_counts.sum()):,} n-grams)")
-        return {
-            "log_ratio": log_ratio(t_counts, r_counts),
-            "facts": {
-                "target_fingerprint": target.fingerprint,
-                "target_rows": target.num_rows,
-                "target_ngrams": int(t_counts.sum()),
-                "fit_rows": int(fit_rows),
-                "fit_ngrams": int(r_counts.sum()),
-                "pool_rows": dataset.num_rows,
-            },
+        facts = {
+            "target_fingerprint": target.fingerprint,
+            "target_rows": target.num_rows,
+            "target_ngrams": int(t_counts.sum()),
+            "fit_rows": int(fit_rows),
+            "fit_ngrams": int(r_counts.sum()),
+            "pool_rows": dataset.num_rows,
         }
+        return Fitted(facts=facts, arrays={"target_counts": t_counts, "raw_counts": r_counts})
 
-    def prepare(self, dataset, dist) -> None:
-        dataset.require(self.text_column, flag="--text-column")
-        dataset.require(self.id_column, flag="--id-column")
-        fitted = fit_on_main(dist, lambda: self._fit(dataset))
-        self._log_ratio, self._facts = fitted["log_ratio"], fitted["facts"]
+    def fit(self, dataset, dist) -> Fitted:
+        return fit_on_main(dist, lambda: self._fit_main(dataset))
 
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
-        assert self._log_ratio is not None, "prepare() must run before score_table()"
-        rows, keys = ngram_buckets(table.column(self.text_column), self.buckets)
+    def prepare(self, dist) -> None:
+        self._log_ratio = log_ratio(self.fitted.arrays["target_counts"], self.fitted.arrays["raw_counts"])
+
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
+        o = self.options
+        rows, keys = ngram_buckets(table.column(o.text_column), o.dsir_buckets)
         weights = np.bincount(rows, weights=self._log_ratio[keys], minlength=table.num_rows)
-        noisy = weights + gumbel_noise(table.column(self.id_column), self.seed)
-        return {self.columns[0]: pa.array(weights, type=pa.float64()), self.columns[1]: pa.array(noisy, type=pa.float64())}
+        noisy = weights + gumbel_noise(table.column(o.id_column), o.seed)
+        score, gumbel = self.columns
+        return {score: pa.array(weights, type=pa.float64()), gumbel: pa.array(noisy, type=pa.float64())}
 
-    def provenance(self) -> dict:
+    def describe(self) -> dict:
+        o = self.options
         return {
-            "target": self.target,
+            "target": o.target,
             "features": "hashed unigrams + bigrams of lower-cased wordpunct tokens (blake2b-64)",
-            "buckets": self.buckets,
+            "buckets": o.dsir_buckets,
             "smoothing": "add-one",
             "score": "sum_k count_k * (log p_target(k) - log p_raw(k))",
             "prefer": "highest",
-            "pool_size": self.pool_size,
-            "seed": self.seed,
-            **self._facts,
+            "pool_size": o.pool_size,
+            "seed": o.seed,
         }

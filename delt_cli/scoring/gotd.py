@@ -1,9 +1,10 @@
 """GOT-D (Kang et al., ICLR 2024): score candidates by the gradient of OT(pool, target) w.r.t. their mass.
 
-``prepare`` solves one entropic OT problem between the target embeddings and a
+The fit solves one entropic OT problem between the target embeddings and a
 uniform seeded sample of the pool (the whole pool when it is small enough), on
-the main process, and broadcasts the target potential f. ``score_table`` then
-gives every candidate y_j of a shard the c-transform of f,
+the main process; the artifact keeps the target embeddings, their potential f and
+the sample's row indices. The transform then gives every candidate y_j of a shard
+the c-transform of f,
 
     g_j = eps log b - eps LSE_i((f_i - ||x_i - y_j||^2) / eps),
 
@@ -11,14 +12,16 @@ which equals the solve's candidate potential for sampled rows and puts all rows,
 sampled or not, on one scale. The score is LAVA's calibrated gradient
 N/(N-1) (g_j - mean g) (N = pool rows, mean over the solve's sample); it ranks
 exactly like g. Lower = more useful (`delt select --by gotd --lowest`); with
-``contrast`` the target is a negative target and higher = more useful.
-See docs/gotd.md.
+``contrast`` the target is a negative target and higher = more useful. With
+``group_by`` the fit also measures the OT distance between the target and each
+group of the pool (domain relevance). See docs/gotd.md.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -27,8 +30,10 @@ import pyarrow as pa
 from delt_cli.console import info, warn
 from delt_cli.dataset import open_dataset
 from delt_cli.errors import DeltError, UsageError
+from delt_cli.scoring.base import Fitted, Scorer
+from delt_cli.scoring.options import Named, PoolOptions, Seeded, TargetOptions, option
 from delt_cli.scoring.pool import fit_on_main, iter_sample, sample_rows
-from delt_cli.sinkhorn import as_tensor, c_transform, calibrated_gradient, median_cost, sinkhorn
+from delt_cli.scoring.tokens import read_rows
 from delt_cli.vectors import check_dims, column_dim, to_numpy
 
 DEFAULT_EPSILON = 0.1  # absolute, as the paper's ott-jax call
@@ -53,170 +58,246 @@ def parse_bytes(text: str | int, *, flag: str = "--max-memory") -> int:
     return int(value)
 
 
-class GOTDScorer:
+@dataclass
+class GOTDOptions(TargetOptions, PoolOptions, Seeded, Named):
+    embedding_column: str = option("emb", "The embedding column of the pool and the target (made by `delt embed`).")
+    epsilon: Optional[float] = option(None, f"Absolute entropic regularisation (default {DEFAULT_EPSILON}, the paper's).")
+    epsilon_relative: Optional[float] = option(None, "epsilon = R x the median target-pool cost (instead of --epsilon).")
+    max_iter: int = option(2000, "Maximum Sinkhorn iterations.")
+    tol: float = option(1e-4, "Stop when the L1 error of the target marginal is at most this (a warning when not reached).")
+    max_memory: str = option("2GB", "Keep the target x sample kernel in memory up to this size (e.g. 2GB), else recompute it in tiles.", runtime=True)
+    ot_dtype: str = option("float32", "float32 or float64 for the solve and the scores.")
+    contrast: bool = option(False, "--target is a negative target (GOT-D contrast); column gotd_contrast, higher = more useful.")
+    group_by: Optional[str] = option(
+        None, "Domain relevance: also the OT distance between the target and each group of the pool (a column such as domain), in the fit's manifest."
+    )
+
+
+class GOTDScorer(Scorer):
     """Columns: the calibrated OT gradient (the score) and the raw candidate potential g."""
 
     name = "gotd"
+    title = "GOT-D"
+    Options = GOTDOptions
+    global_fit = True
 
-    def __init__(
-        self,
-        *,
-        target: Optional[str],
-        embedding_column: str = "emb",
-        epsilon: Optional[float] = None,
-        epsilon_relative: Optional[float] = None,
-        pool_size: Optional[int] = 50_000,
-        max_iter: int = 2000,
-        tol: float = 1e-4,
-        max_memory: str | int = "2GB",
-        contrast: bool = False,
-        column: Optional[str] = None,
-        seed: int = 0,
-        dtype: str = "float32",
-    ):
-        if not target:
+    def validate(self) -> None:
+        o = self.options
+        if not o.target:
             raise UsageError("--method gotd needs --target TARGET (a dataset with the same embedding column, made by `delt embed`)")
-        if epsilon is not None and epsilon_relative is not None:
+        if o.epsilon is not None and o.epsilon_relative is not None:
             raise UsageError("give at most one of --epsilon and --epsilon-relative")
-        for flag, value in (("--epsilon", epsilon), ("--epsilon-relative", epsilon_relative), ("--tol", tol)):
+        for flag, value in (("--epsilon", o.epsilon), ("--epsilon-relative", o.epsilon_relative), ("--tol", o.tol)):
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"{flag} {value}: must be a positive number")
-        if max_iter < 1:
-            raise UsageError(f"--max-iter {max_iter}: must be >= 1")
-        if pool_size is not None and pool_size < 1:
-            raise UsageError(f"--pool-size {pool_size}: must be >= 1")
-        if dtype not in DTYPES:
-            raise UsageError(f"--ot-dtype {dtype}: expected one of {', '.join(DTYPES)}")
-        self.target = str(target)
-        self.embedding_column = embedding_column
-        self.epsilon_abs = epsilon
-        self.epsilon_relative = epsilon_relative
-        self.pool_size = pool_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.max_memory = parse_bytes(max_memory)
-        self.contrast = contrast
-        self.seed = seed
-        self.dtype = dtype
-        base = column or ("gotd_contrast" if contrast else "gotd")
-        self.columns = [base, f"{base}_potential"]
-        self._state: Optional[dict] = None
+        if o.max_iter < 1:
+            raise UsageError(f"--max-iter {o.max_iter}: must be >= 1")
+        if o.pool_size is not None and o.pool_size < 1:
+            raise UsageError(f"--pool-size {o.pool_size}: must be >= 1")
+        if o.ot_dtype not in DTYPES:
+            raise UsageError(f"--ot-dtype {o.ot_dtype}: expected one of {', '.join(DTYPES)}")
+        self.max_memory = parse_bytes(o.max_memory)
 
-    # -- global step ---------------------------------------------------------------
+    @property
+    def columns(self) -> list[str]:
+        base = self.options.column or ("gotd_contrast" if self.options.contrast else "gotd")
+        return [base, f"{base}_potential"]
+
+    def check(self, dataset) -> None:
+        column_dim(dataset, self.options.embedding_column, flag="--embedding-column")
+
+    # -- fit: one OT solve on a sample of the pool ----------------------------------------------
     def _read_target(self) -> tuple[np.ndarray, str]:
-        target = open_dataset(self.target)
-        column_dim(target, self.embedding_column, flag="--embedding-column")
-        x = to_numpy(target.read_column(self.embedding_column), column=self.embedding_column, where=f"--target {self.target}")
+        o = self.options
+        target = open_dataset(o.target)
+        column_dim(target, o.embedding_column, flag="--embedding-column")
+        x = to_numpy(target.read_column(o.embedding_column), column=o.embedding_column, where=f"--target {o.target}")
         if len(x) < 2:
-            raise DeltError(f"--target {self.target} has {len(x)} row(s); GOT-D needs at least 2 target embeddings")
+            raise DeltError(f"--target {o.target} has {len(x)} row(s); GOT-D needs at least 2 target embeddings")
         return x, target.fingerprint
 
-    def _solve(self, dataset, x: np.ndarray, dist) -> dict:
-        """Sample the pool, solve OT on the sample, return what scoring needs (main process)."""
+    def _epsilon(self, x: np.ndarray, y: np.ndarray, device) -> tuple[float, dict]:
         import torch
 
-        rows = sample_rows(dataset.num_rows, self.pool_size, self.seed)
+        from delt_cli.sinkhorn import as_tensor, median_cost
+
+        o = self.options
+        if o.epsilon_relative is None:
+            epsilon = o.epsilon if o.epsilon is not None else DEFAULT_EPSILON
+            return epsilon, {"epsilon_absolute": epsilon}
+        torch_dtype = getattr(torch, o.ot_dtype)
+        med = median_cost(as_tensor(x, torch_dtype, device), as_tensor(y, torch_dtype, device))
+        if not med > 0:
+            raise DeltError(f"--epsilon-relative: the median cost between --target and the pool is {med}; give --epsilon instead")
+        return o.epsilon_relative * med, {"epsilon_relative": o.epsilon_relative, "median_cost": med}
+
+    def _solve(self, x: np.ndarray, y: np.ndarray, epsilon: float, device):
+        import torch
+
+        from delt_cli.sinkhorn import sinkhorn
+
+        o = self.options
+        sol = sinkhorn(x, y, epsilon=epsilon, tol=o.tol, max_iter=o.max_iter, momentum=MOMENTUM, max_memory=self.max_memory, dtype=getattr(torch, o.ot_dtype), device=device)
+        if not (np.isfinite(sol.f).all() and np.isfinite(sol.g).all() and math.isfinite(sol.marginal_error)):
+            raise DeltError(
+                f"GOT-D: the Sinkhorn solve diverged (non-finite potentials or marginals) with epsilon {epsilon:.4g}; "
+                "use a larger --epsilon or --epsilon-relative, or --ot-dtype float64"
+            )
+        return sol
+
+    def _fit_main(self, dataset, x: np.ndarray, dist) -> Fitted:
+        """Sample the pool, solve OT on the sample (main process)."""
+        o = self.options
+        rows = sample_rows(dataset.num_rows, o.pool_size, o.seed)
         y = np.empty((dataset.num_rows if rows is None else len(rows), x.shape[1]), dtype=np.float32)
         filled = 0
-        for shard, table, local in iter_sample(dataset, [self.embedding_column], rows):
-            part = to_numpy(table.column(self.embedding_column), column=self.embedding_column, where=str(shard.path))
+        for shard, table, local in iter_sample(dataset, [o.embedding_column], rows):
+            part = to_numpy(table.column(o.embedding_column), column=o.embedding_column, where=str(shard.path))
             if part.shape[1] != x.shape[1] and len(part):
-                check_dims(part.shape[1], x.shape[1], column=self.embedding_column, pool=str(shard.path), target=self.target)
+                check_dims(part.shape[1], x.shape[1], column=o.embedding_column, pool=str(shard.path), target=o.target)
             y[filled : filled + len(local)] = part[local]
             filled += len(local)
         del part, table
         pa.default_memory_pool().release_unused()  # the shards' buffers: gone before the kernel is allocated
         if len(y) < 2:
             raise DeltError(f"{dataset.spec} has {len(y)} row(s); GOT-D needs at least 2 candidates")
-        torch_dtype = getattr(torch, self.dtype)
-        if self.epsilon_relative is not None:
-            med = median_cost(as_tensor(x, torch_dtype, dist.device), as_tensor(y, torch_dtype, dist.device))
-            if not med > 0:
-                raise DeltError(f"--epsilon-relative: the median cost between --target and the pool is {med}; give --epsilon instead")
-            epsilon, eps_rule = self.epsilon_relative * med, {"epsilon_relative": self.epsilon_relative, "median_cost": med}
-        else:
-            epsilon = self.epsilon_abs if self.epsilon_abs is not None else DEFAULT_EPSILON
-            eps_rule = {"epsilon_absolute": epsilon}
+        epsilon, eps_rule = self._epsilon(x, y, dist.device)
         info(f"GOT-D: solving OT between {len(x):,} target and {len(y):,} pool embeddings ({x.shape[1]}-d, epsilon {epsilon:.4g})")
-        sol = sinkhorn(x, y, epsilon=epsilon, tol=self.tol, max_iter=self.max_iter, momentum=MOMENTUM, max_memory=self.max_memory, dtype=torch_dtype, device=dist.device)
-        if not (np.isfinite(sol.f).all() and np.isfinite(sol.g).all() and math.isfinite(sol.marginal_error)):
-            raise DeltError(
-                f"GOT-D: the Sinkhorn solve diverged (non-finite potentials or marginals) with epsilon {epsilon:.4g}; "
-                "use a larger --epsilon or --epsilon-relative, or --ot-dtype float64"
-            )
+        sol = self._solve(x, y, epsilon, dist.device)
         info(f"GOT-D: {sol.iterations} iteration(s), marginal error {sol.marginal_error:.2e} ({sol.mode} cost, {sol.seconds:.1f}s)")
-        return {
-            "f": sol.f,
+        facts = {
             "epsilon": float(epsilon),
+            **eps_rule,
             "log_b": -math.log(len(y)),
             "g_mean": float(sol.g.mean()),
             "sample_rows": int(len(y)),
+            "pool_rows": dataset.num_rows,
             "convergence": {k: v for k, v in sol.summary().items() if k != "solve_seconds"},
-            "epsilon_rule": eps_rule,
         }
+        report = {"domain_relevance": self._relevance(dataset, x, epsilon, dist.device)} if o.group_by else {}
+        arrays = {
+            "target": x,
+            "potential": sol.f,
+            "sample": np.arange(dataset.num_rows, dtype=np.int64) if rows is None else rows.astype(np.int64),
+        }
+        return Fitted(facts=facts, arrays=arrays, report=report)
 
-    def prepare(self, dataset, dist) -> None:
-        pool_dim = column_dim(dataset, self.embedding_column, flag="--embedding-column")
+    def _relevance(self, dataset, x: np.ndarray, epsilon: float, device) -> list[dict]:
+        """OT distance between the target and each group of the pool (GOT-D's domain relevance test)."""
+        o = self.options
+        codes, labels = dataset.read_groups(o.group_by, flag="--group-by")
+        out = []
+        for k, label in enumerate(labels):
+            members = np.flatnonzero(codes == k)
+            pick = sample_rows(len(members), o.pool_size, o.seed)
+            rows = members if pick is None else members[pick]
+            table = read_rows(dataset, rows, [o.embedding_column])
+            y = to_numpy(table.column(o.embedding_column), column=o.embedding_column, where=dataset.spec)
+            sol = self._solve(x, y, epsilon, device)
+            out.append(
+                {
+                    "group": label if isinstance(label, (str, int, float, bool)) or label is None else str(label),
+                    "rows": int(len(members)),
+                    "sample_rows": int(len(rows)),
+                    "ot_distance": transport_cost(x, y, sol, device),
+                    "converged": sol.converged,
+                }
+            )
+        out.sort(key=lambda r: r["ot_distance"])
+        print_relevance(out, o.group_by)
+        return out
+
+    def fit(self, dataset, dist) -> Fitted:
+        o = self.options
+        pool_dim = column_dim(dataset, o.embedding_column, flag="--embedding-column")
         x, target_fp = self._read_target()
-        check_dims(pool_dim, x.shape[1], column=self.embedding_column, pool=dataset.spec, target=self.target)
-        state = fit_on_main(dist, lambda: self._solve(dataset, x, dist))
-        conv = state["convergence"]
+        check_dims(pool_dim, x.shape[1], column=o.embedding_column, pool=dataset.spec, target=o.target)
+        if o.group_by:
+            dataset.require(o.group_by, flag="--group-by")
+        fitted = fit_on_main(dist, lambda: self._fit_main(dataset, x, dist))
+        fitted.facts.update(target=o.target, target_fingerprint=target_fp, target_rows=len(x))
+        conv = fitted.facts["convergence"]
         if not conv["converged"] and dist.is_main:
             warn(
                 f"GOT-D: Sinkhorn stopped after {conv['iterations']} iterations with marginal error "
-                f"{conv['marginal_error']:.2e} > --tol {self.tol:g}; the scores are usable but approximate "
+                f"{conv['marginal_error']:.2e} > --tol {o.tol:g}; the scores are usable but approximate "
                 "(raise --max-iter, or use a larger --epsilon)"
             )
+        return fitted
+
+    # -- transform: the c-transform of the target potential, per shard ---------------------------
+    def prepare(self, dist) -> None:
         import torch
 
-        torch_dtype = getattr(torch, self.dtype)
-        state["x"] = as_tensor(x, torch_dtype, dist.device)
-        state["f_t"] = as_tensor(state["f"], torch_dtype, dist.device)
-        state["pool_rows"] = dataset.num_rows
-        state["target_fingerprint"] = target_fp
-        state["target_rows"] = len(x)
-        state["device"] = dist.device
-        self._state = state
+        from delt_cli.sinkhorn import as_tensor
+
+        dtype = getattr(torch, self.options.ot_dtype)
+        st = self.fitted
+        self._x = as_tensor(st.arrays["target"], dtype, dist.device)
+        self._f = as_tensor(st.arrays["potential"], dtype, dist.device)
+        self._device = dist.device
         if dist.is_main:
-            how = "higher = more useful (away from the negative target)" if self.contrast else "lower = more useful"
-            flag = "" if self.contrast else " --lowest"
+            how = "higher = more useful (away from the negative target)" if self.options.contrast else "lower = more useful"
+            flag = "" if self.options.contrast else " --lowest"
             info(f"GOT-D: {how}; select with `delt select --by {self.columns[0]}{flag} --top-k N`")
 
-    # -- per shard -----------------------------------------------------------------
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
-        st = self._state
-        assert st is not None, "prepare() must run before score_table()"
-        y = to_numpy(table.column(self.embedding_column), column=self.embedding_column, where="a pool shard")
-        if y.shape[1] != st["x"].shape[1] and len(y):
-            raise DeltError(f"embedding dimensions differ: a pool shard has {y.shape[1]}, --target {self.target} has {st['x'].shape[1]}")
-        yt = as_tensor(y, st["x"].dtype, st["device"])
-        g = c_transform(st["f_t"], st["x"], yt, st["epsilon"], st["log_b"]).double().cpu().numpy()
-        grad = calibrated_gradient(g, st["g_mean"], st["pool_rows"])
-        return {self.columns[0]: pa.array(grad, type=pa.float64()), self.columns[1]: pa.array(g, type=pa.float64())}
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
+        from delt_cli.sinkhorn import as_tensor, c_transform, calibrated_gradient
 
-    def provenance(self) -> dict:
-        out = {
-            "target": self.target,
-            "embedding_column": self.embedding_column,
+        o, facts = self.options, self.fitted.facts
+        y = to_numpy(table.column(o.embedding_column), column=o.embedding_column, where="a pool shard")
+        if y.shape[1] != self._x.shape[1] and len(y):
+            raise DeltError(f"embedding dimensions differ: a pool shard has {y.shape[1]}, --target {o.target} has {self._x.shape[1]}")
+        yt = as_tensor(y, self._x.dtype, self._device)
+        g = c_transform(self._f, self._x, yt, facts["epsilon"], facts["log_b"]).double().cpu().numpy()
+        grad = calibrated_gradient(g, facts["g_mean"], facts["pool_rows"])
+        score, potential = self.columns
+        return {score: pa.array(grad, type=pa.float64()), potential: pa.array(g, type=pa.float64())}
+
+    def describe(self) -> dict:
+        o = self.options
+        return {
+            "target": o.target,
+            "embedding_column": o.embedding_column,
             "cost": "squared euclidean",
             "weights": "uniform",
             "score": "N/(N-1) * (g - mean(g)): LAVA-calibrated gradient of OT w.r.t. candidate mass",
-            "prefer": "highest" if self.contrast else "lowest",
-            "contrast": self.contrast,
-            "pool_size": self.pool_size,
-            "seed": self.seed,
-            "ot_dtype": self.dtype,
+            "prefer": "highest" if o.contrast else "lowest",
+            "contrast": o.contrast,
+            "pool_size": o.pool_size,
+            "seed": o.seed,
+            "ot_dtype": o.ot_dtype,
         }
-        if self._state is not None:
-            st = self._state
-            out.update(
-                target_fingerprint=st["target_fingerprint"],
-                target_rows=st["target_rows"],
-                pool_rows=st["pool_rows"],
-                sample_rows=st["sample_rows"],
-                epsilon=st["epsilon"],
-                **st["epsilon_rule"],
-                g_mean=st["g_mean"],
-                convergence=st["convergence"],
-            )
-        return out
+
+
+def transport_cost(x: np.ndarray, y: np.ndarray, sol, device) -> float:
+    """<P, C> of the entropic plan P_ij = exp((f_i + g_j - C_ij) / eps): the OT distance in cost units."""
+    import torch
+
+    from delt_cli.sinkhorn import as_tensor, cost_block, tile_size
+
+    xt, yt = as_tensor(x, torch.float64, device), as_tensor(y, torch.float64, device)
+    f, g = as_tensor(sol.f, torch.float64, device), as_tensor(sol.g, torch.float64, device)
+    xx, total = (xt * xt).sum(1), 0.0
+    block = tile_size(len(xt), 8)
+    for s in range(0, len(yt), block):
+        yb = yt[s : s + block]
+        c = cost_block(xt, yb, xx, (yb * yb).sum(1))
+        total += float((torch.exp((f[:, None] + g[None, s : s + block] - c) / sol.epsilon) * c).sum())
+    return total
+
+
+def print_relevance(rows: list[dict], column: str) -> None:
+    """The domain-relevance table on stderr (nearest group first)."""
+    from rich.table import Table
+
+    from delt_cli.console import console, is_main_process, is_quiet
+
+    if is_quiet() or not is_main_process():
+        return
+    table = Table(title=f"GOT-D domain relevance (OT distance to the target, by {column}; nearest first)", title_justify="left")
+    for name in ("group", "rows", "sample", "OT distance"):
+        table.add_column(name, justify="left" if name == "group" else "right")
+    for r in rows:
+        table.add_row(str(r["group"]), f"{r['rows']:,}", f"{r['sample_rows']:,}", f"{r['ot_distance']:.4f}" + ("" if r["converged"] else " (not converged)"))
+    console.print(table)

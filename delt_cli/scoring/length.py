@@ -2,46 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from delt_cli.scoring.base import Scorer
+from delt_cli.scoring.options import Named, TextInput, Tokenized
 
-class LengthScorer:
+
+@dataclass
+class LengthOptions(Tokenized, TextInput, Named):
+    pass
+
+
+class LengthScorer(Scorer):
     """Columns: n_chars, n_words and, with a tokenizer, n_tokens (no special tokens counted)."""
 
     name = "length"
+    title = "Length"
+    Options = LengthOptions
 
-    def __init__(self, *, text_column: str = "text", tokenizer: Optional[str] = None, column: Optional[str] = None):
-        self.text_column = text_column
-        self.tokenizer_spec = tokenizer
+    @property
+    def columns(self) -> list[str]:
+        prefix = self.options.column or "n"
+        return [f"{prefix}_chars", f"{prefix}_words"] + ([f"{prefix}_tokens"] if self.options.tokenizer else [])
+
+    def prepare(self, dist) -> None:
         self._tokenizer = None
-        self.prefix = column or "n"
-        self.columns = [f"{self.prefix}_chars", f"{self.prefix}_words"] + ([f"{self.prefix}_tokens"] if tokenizer else [])
-
-    def prepare(self, dataset, dist) -> None:
-        dataset.require(self.text_column, flag="--text-column")
-        if self.tokenizer_spec:
+        if self.options.tokenizer:
             from delt_cli.models.loading import load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.tokenizer_spec)
+            self._tokenizer = load_tokenizer(self.options.tokenizer)
 
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
-        text = pl.from_arrow(table.column(self.text_column)).fill_null("")
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
+        chars, words, *tokens = self.columns
+        text = pl.from_arrow(table.column(self.options.text_column)).fill_null("")
         out = {
-            f"{self.prefix}_chars": pa.array(text.str.len_chars().cast(pl.Int64).to_numpy()),
-            f"{self.prefix}_words": pa.array(text.str.count_matches(r"\S+").cast(pl.Int64).to_numpy()),
+            chars: pa.array(text.str.len_chars().cast(pl.Int64).to_numpy()),
+            words: pa.array(text.str.count_matches(r"\S+").cast(pl.Int64).to_numpy()),
         }
-        if self._tokenizer is not None:
+        if tokens:
             counts = np.zeros(len(text), dtype=np.int64)
             texts = text.to_list()
             for i in range(0, len(texts), 1024):
                 ids = self._tokenizer(texts[i : i + 1024], add_special_tokens=False)["input_ids"]
                 counts[i : i + len(ids)] = [len(x) for x in ids]
-            out[f"{self.prefix}_tokens"] = pa.array(counts)
+            out[tokens[0]] = pa.array(counts)
         return out
 
-    def provenance(self) -> dict:
-        return {"tokenizer": self.tokenizer_spec}
+    def describe(self) -> dict:
+        return {"tokenizer": self.options.tokenizer}

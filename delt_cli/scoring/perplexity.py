@@ -16,84 +16,90 @@ out-of-memory error halves the batch and retries (with a warning).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 
-from delt_cli.errors import DeltError
+from delt_cli.errors import DeltError, UsageError
 from delt_cli.scoring.backoff import Backoff
+from delt_cli.scoring.base import Scorer
+from delt_cli.scoring.options import Batched, ModelOptions, Named, option
 from delt_cli.scoring.tokens import encode, length_batches, prefix_token_id, windows
 
 
-class PerplexityScorer:
+@dataclass
+class PerplexityOptions(ModelOptions, Batched, Named):
+    stride: int = option(0, "Perplexity of documents longer than --max-length by windows starting every STRIDE tokens (0: truncate).")
+    head_chunk: Optional[int] = option(None, "Rows of hidden states per output-head call (default: about 8M logits at a time).", runtime=True)
+
+
+def model_references(options, key: str = "model") -> dict:
+    """The model a model scorer reads, its fingerprint and tokenizer (`key`: the manifest's name for it)."""
+    from delt_cli.models.loading import fingerprint
+
+    return {
+        key: str(options.model),
+        f"{key}_fingerprint": fingerprint(options.model, seed=options.seed),
+        "tokenizer": str(options.tokenizer or options.model),
+    }
+
+
+class PerplexityScorer(Scorer):
     name = "perplexity"
+    title = "Perplexity"
+    Options = PerplexityOptions
 
-    def __init__(
-        self,
-        *,
-        model: Optional[str],
-        tokenizer: Optional[str] = None,
-        column: Optional[str] = None,
-        text_column: str = "text",
-        id_column: str = "id",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        max_length: int = 1024,
-        stride: int = 0,
-        batch_tokens: Optional[int] = None,
-        head_chunk: Optional[int] = None,
-        prefix_token: str = "bos",
-        seed: int = 0,
-    ):
-        self.model_spec = model
-        self.tokenizer_spec = tokenizer
-        self.prefix = column or "ppl"
-        self.columns = [self.prefix, f"{self.prefix}_nll", f"{self.prefix}_tokens"]
-        self.text_column = text_column
-        self.id_column = id_column
-        self.dtype = dtype
-        self.trust_remote_code = trust_remote_code
-        self.max_length = max_length
-        self.stride = stride
-        self.batch_tokens = batch_tokens  # None: per device (see prepare)
-        self.head_chunk = head_chunk
-        self.prefix_token = prefix_token
-        self.seed = seed
+    def validate(self) -> None:
+        if not self.options.model:
+            raise UsageError("--model: required for --method perplexity (a model directory, .gguf file, configs/models name or cached hub id)")
+        windows([], max_length=self.options.max_length, stride=self.options.stride)  # the flags, before loading anything
         self.counts = {"documents": 0, "scored": 0, "empty (null)": 0, "truncated": 0, "windows": 0, "tokens": 0}
-        self.on_progress = None  # set by the runner: callable(documents, tokens)
+        self.backoff = None
 
-    def prepare(self, dataset, dist) -> None:
+    @property
+    def columns(self) -> list[str]:
+        prefix = self.options.column or "ppl"
+        return [prefix, f"{prefix}_nll", f"{prefix}_tokens"]
+
+    def check(self, dataset) -> None:
+        dataset.require(self.options.text_column, flag="--text-column")
+        dataset.require(self.options.id_column, flag="--id-column")
+
+    def references(self) -> dict:
+        return model_references(self.options)
+
+    def prepare(self, dist) -> None:
         from delt_cli.models.causal_lm import split_lm
         from delt_cli.models.loading import load_lm_with_tokenizer
 
-        dataset.require(self.text_column, flag="--text-column")
-        dataset.require(self.id_column, flag="--id-column")
-        windows([], max_length=self.max_length, stride=self.stride)  # validates the flags before loading anything
+        o = self.options
         self.model, self.tokenizer = load_lm_with_tokenizer(
-            self.model_spec, self.tokenizer_spec, dtype=self.dtype, device=dist.device, trust_remote_code=self.trust_remote_code, seed=self.seed
+            o.model, o.tokenizer, dtype=o.dtype, device=dist.device, trust_remote_code=o.trust_remote_code, seed=o.seed
         )
         self.parts = split_lm(self.model)
         self.device = dist.device
-        self.prefix_id = prefix_token_id(self.tokenizer, self.prefix_token)
+        self.prefix_id = prefix_token_id(self.tokenizer, o.prefix_token)
         self.pad_id = self.prefix_id if self.prefix_id is not None else 0
         self.backoff = Backoff("perplexity batch")
         on_gpu = str(self.device).startswith("cuda")
         # CPU: small batches keep the elementwise work in cache (bigger ones measured slower, docs/benchmarks.md);
         # GPU: big batches. Logits of at most ~8M floats (32 MB) at a time unless --head-chunk says otherwise.
-        self.batch_tokens = max(self.batch_tokens or (16384 if on_gpu else 512), self.max_length)
+        self.batch_tokens = max(o.batch_tokens or (16384 if on_gpu else 512), o.max_length)
         vocab = self.parts.head.weight.shape[0]
-        self.head_chunk = self.head_chunk or max(16, (1 << 23) // vocab) * (8 if on_gpu else 1)
+        self.head_chunk = o.head_chunk or max(16, (1 << 23) // vocab) * (8 if on_gpu else 1)
 
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
         import torch
 
         from delt_cli.models.causal_lm import token_nll
         from delt_cli.scoring.lqs.losses import pad_batch
 
-        texts = table.column(self.text_column).to_pylist()
-        docs = encode(self.tokenizer, texts, prefix=self.prefix_id, max_length=None if self.stride else self.max_length)
-        rows, truncated = windows(docs, max_length=self.max_length, stride=self.stride)
+        o = self.options
+        texts = table.column(o.text_column).to_pylist()
+        docs = encode(self.tokenizer, texts, prefix=self.prefix_id, max_length=None if o.stride else o.max_length)
+        rows, truncated = windows(docs, max_length=o.max_length, stride=o.stride)
         nll_sum = np.zeros(len(docs))
         n_tok = np.zeros(len(docs), dtype=np.int64)
         batches = length_batches([len(r.ids) for r in rows], batch_tokens=self.batch_tokens)
@@ -118,7 +124,7 @@ class PerplexityScorer:
         mean = np.where(valid, nll_sum / np.maximum(n_tok, 1), np.nan)
         bad = valid & ~np.isfinite(mean)
         if bad.any():
-            doc_id = table.column(self.id_column)[int(np.argmax(bad))].as_py()
+            doc_id = table.column(o.id_column)[int(np.argmax(bad))].as_py()
             raise DeltError(f"perplexity: non-finite loss for document id {doc_id!r} ({int(bad.sum())} document(s) in this shard); check the model weights and --dtype")
         self.counts["documents"] += len(docs)
         self.counts["scored"] += int(valid.sum())
@@ -131,29 +137,25 @@ class PerplexityScorer:
         with np.errstate(over="ignore"):
             ppl = np.exp(mean)
         mask = ~valid
+        ppl_col, nll_col, tokens_col = self.columns
         return {
-            self.prefix: pa.array(ppl, mask=mask, type=pa.float64()),
-            f"{self.prefix}_nll": pa.array(mean, mask=mask, type=pa.float64()),
-            f"{self.prefix}_tokens": pa.array(n_tok, type=pa.int64()),
+            ppl_col: pa.array(ppl, mask=mask, type=pa.float64()),
+            nll_col: pa.array(mean, mask=mask, type=pa.float64()),
+            tokens_col: pa.array(n_tok, type=pa.int64()),
         }
 
     def summary(self) -> dict:
         out = dict(self.counts)
-        if getattr(self, "backoff", None) is not None and self.backoff.events:
+        if self.backoff is not None and self.backoff.events:
             out["out-of-memory retries"] = self.backoff.events
         return out
 
-    def provenance(self) -> dict:
-        from delt_cli.models.loading import fingerprint
-
+    def describe(self) -> dict:
+        o = self.options
         return {
-            "model": str(self.model_spec),
-            "model_fingerprint": fingerprint(self.model_spec, seed=self.seed),
-            "tokenizer": str(self.tokenizer_spec or self.model_spec),
-            "max_length": self.max_length,
-            "stride": self.stride,
-            "prefix_token": self.prefix_token,
-            "prefix_token_id": getattr(self, "prefix_id", None),
-            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", "") if hasattr(self, "model") else self.dtype,
+            "max_length": o.max_length,
+            "stride": o.stride,
+            "prefix_token": o.prefix_token,
+            "dtype": o.dtype,
             "units": "nats per predicted token; ppl = exp(nll); null for empty documents",
         }

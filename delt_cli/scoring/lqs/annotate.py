@@ -15,34 +15,32 @@ Steps (all in `prepare`, before any shard is written):
    over processes; every process runs the (small) forward batches itself.
 4. Normalise: lqs_z = clip((lqs - mean) / std, -3, 3) over the annotated proxy sample.
 
-`score_table` then writes the columns lqs, pds, quality, learnability, lqs_z for
-the proxy rows (matched by id) and null for every other row. The finished
-annotation is cached in the output directory (``.lqs-annotation.cache``, written
-with the first shard), so a ``--resume`` after an interruption during the shard
-writing does not solve again (an interruption before that solves again).
+Steps 1-4 are the fit; its artifact holds the annotation (id + the five columns).
+The transform then writes the columns lqs, pds, quality, learnability, lqs_z for
+the proxy rows (matched by id) and null for every other row. The runner keeps the
+fit (`delt fit`, or inside the output of `delt score`, so ``--resume`` after an
+interruption during the shard writing does not solve again).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from delt_cli.console import info, progress
 from delt_cli.dataset import open_dataset
 from delt_cli.errors import DeltError
+from delt_cli.scoring.base import Fitted, Scorer
+from delt_cli.scoring.options import ModelOptions, TargetOptions, default_of, option
 from delt_cli.scoring.tokens import encode, length_batches, prefix_token_id, read_rows
 
 COLUMNS = ["lqs", "pds", "quality", "learnability", "lqs_z"]
-CACHE_NAME = ".lqs-annotation.cache"
 
 
 def zscore_clip(values: np.ndarray, clip: float = 3.0) -> np.ndarray:
@@ -56,122 +54,88 @@ def zscore_clip(values: np.ndarray, clip: float = 3.0) -> np.ndarray:
     return np.clip((values - values.mean()) / std, -clip, clip)
 
 
-class LQSScorer:
+@dataclass
+class LQSOptions(ModelOptions, TargetOptions):
+    max_length: int = default_of(ModelOptions, "max_length", 512)
+    target_size: int = option(1024, "Use the first N non-empty target documents (0: all).")
+    target_text_column: Optional[str] = option(None, "Text column of --target (default: --text-column).")
+    proxy_size: int = option(4096, "Documents annotated (uniform sample, seeded); the others get null.")
+    proxy_steps: int = option(100, "SGD steps T of the proxy trajectory.")
+    proxy_batch_size: int = option(16, "Documents per SGD step.")
+    proxy_lr: float = option(0.008, "SGD learning rate eta.")
+    interval: int = option(10, "Score the proxy sample every N steps (t = 0, N, 2N, ... < T).")
+    last_norm: str = option("next", "Denominator of the last annotated step: next (||g|| at step T, the paper) or one (the published code).")
+    proxy_warmup_steps: int = option(0, "AdamW steps on the corpus before the SGD trajectory (for a proxy trained from scratch).")
+    proxy_warmup_lr: float = option(1e-3, "AdamW learning rate of the warm-up.")
+    per_sample: str = option("auto", "Per-sample gradient method: auto (hooks when supported), hooks, loop or vmap.", runtime=True)
+    per_sample_batch: int = option(32, "Proxy documents per per-sample pass.", runtime=True)
+    micro_batch: int = option(
+        8,
+        "Rows per forward/backward of the proxy (step and target gradients, Hessian-vector products, per-sample head gradients): bounds memory, not results.",
+        runtime=True,
+    )
+    checkpoint_every: int = option(0, "Keep parameters every K steps and recompute the rest (0: ceil(sqrt(T))).", runtime=True)
+
+
+class LQSScorer(Scorer):
     name = "lqs"
+    title = "LQS"
+    Options = LQSOptions
+    global_fit = True
     columns = COLUMNS
 
-    def __init__(
-        self,
-        *,
-        model: Optional[str],
-        target: Optional[str],
-        tokenizer: Optional[str] = None,
-        text_column: str = "text",
-        id_column: str = "id",
-        target_text_column: Optional[str] = None,
-        target_size: int = 1024,
-        proxy_size: int = 4096,
-        steps: int = 100,
-        batch_size: int = 16,
-        lr: float = 0.008,
-        interval: int = 10,
-        warmup_steps: int = 0,
-        warmup_lr: float = 1e-3,
-        per_sample: str = "auto",
-        per_sample_batch: int = 32,
-        chunk: int = 8,
-        checkpoint_every: int = 0,
-        last_norm: str = "next",
-        max_length: int = 512,
-        prefix_token: str = "bos",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        seed: int = 0,
-        output: Optional[Path] = None,
-        resume: bool = False,
-    ):
-        self.model_spec = model
-        self.tokenizer_spec = tokenizer
-        self.target_spec = target
-        self.text_column = text_column
-        self.id_column = id_column
-        self.target_text_column = target_text_column or text_column
-        self.target_size = target_size
-        self.proxy_size = proxy_size
-        self.steps = steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.interval = interval
-        self.warmup_steps = warmup_steps
-        self.warmup_lr = warmup_lr
-        self.per_sample = per_sample
-        self.per_sample_batch = per_sample_batch
-        self.chunk = chunk
-        self.checkpoint_every = checkpoint_every
-        self.last_norm = last_norm
-        self.max_length = max_length
-        self.prefix_token = prefix_token
-        self.dtype = dtype
-        self.trust_remote_code = trust_remote_code
-        self.seed = seed
-        self.output = Path(output) if output is not None else None
-        self.resume = resume
-        self.scores: Optional[pl.DataFrame] = None
-        self._report: dict = {}
-        self._summary: dict = {}
-        self._fingerprints: dict = {}
-        self._cache_pending = False
-        self._is_main = True
-
-    # -- validation ---------------------------------------------------------------------------
-    def _check_flags(self) -> None:
+    def validate(self) -> None:
         from delt_cli.scoring.lqs.persample import METHODS
 
-        if not self.model_spec:
+        o = self.options
+        if not o.model:
             raise DeltError("--method lqs needs --model (the proxy LM: a model directory, GGUF file or configs/models name)")
-        if not self.target_spec:
+        if not o.target:
             raise DeltError("--method lqs needs --target (a dataset of target-domain documents)")
-        for flag, value, low in (("--proxy-steps", self.steps, 1), ("--proxy-batch-size", self.batch_size, 1), ("--interval", self.interval, 1), ("--proxy-size", self.proxy_size, 1), ("--target-size", self.target_size, 0), ("--proxy-warmup-steps", self.warmup_steps, 0)):
+        for flag, value, low in (("--proxy-steps", o.proxy_steps, 1), ("--proxy-batch-size", o.proxy_batch_size, 1), ("--interval", o.interval, 1), ("--proxy-size", o.proxy_size, 1), ("--target-size", o.target_size, 0), ("--proxy-warmup-steps", o.proxy_warmup_steps, 0)):
             if value < low:
                 raise DeltError(f"{flag} {value}: must be at least {low}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise DeltError(f"--proxy-lr {self.lr}: must be a positive number")
-        if self.per_sample not in METHODS:
-            raise DeltError(f"--per-sample {self.per_sample}: expected one of {', '.join(METHODS)}")
-        if self.last_norm not in ("next", "one"):
-            raise DeltError(f"--last-norm {self.last_norm}: expected 'next' or 'one'")
+        if not (o.proxy_lr > 0 and math.isfinite(o.proxy_lr)):
+            raise DeltError(f"--proxy-lr {o.proxy_lr}: must be a positive number")
+        if o.per_sample not in METHODS:
+            raise DeltError(f"--per-sample {o.per_sample}: expected one of {', '.join(METHODS)}")
+        if o.last_norm not in ("next", "one"):
+            raise DeltError(f"--last-norm {o.last_norm}: expected 'next' or 'one'")
 
-    # -- the annotation -------------------------------------------------------------------------
-    def prepare(self, dataset, dist) -> None:
-        self._check_flags()
-        self._is_main = dist.is_main
-        dataset.require(self.text_column, flag="--text-column")
-        dataset.require(self.id_column, flag="--id-column")
+    @property
+    def _target_text_column(self) -> str:
+        return self.options.target_text_column or self.options.text_column
+
+    def check(self, dataset) -> None:
+        dataset.require(self.options.text_column, flag="--text-column")
+        dataset.require(self.options.id_column, flag="--id-column")
+
+    def references(self) -> dict:
+        from delt_cli.scoring.perplexity import model_references
+
+        return model_references(self.options, key="proxy_model")
+
+    # -- the fit: the annotation ------------------------------------------------------------------
+    def fit(self, dataset, dist) -> Fitted:
         target = self._open_target()
-        self._fingerprints = {"target": target.fingerprint, "dataset": dataset.fingerprint}
-        cached = self._load_cache()
-        if cached is not None:
-            self.scores = cached
-            info(f"LQS annotation reused from {self.output / CACHE_NAME} (--resume)")
-            return
-        self._annotate(dataset, target, dist)
-        # Saved with the first shard (the output directory must stay empty until the runner has checked it).
-        self._cache_pending = dist.is_main
+        fitted = self._annotate(dataset, target, dist)
+        fitted.facts.update(self.references(), target_fingerprint=target.fingerprint)
+        return fitted
 
     def _open_target(self):
-        path = Path(str(self.target_spec))
-        if not path.exists() and not any(ch in str(self.target_spec) for ch in "*?["):
-            raise DeltError(f"--target {self.target_spec}: no such file or directory")
+        path = Path(str(self.options.target))
+        if not path.exists() and not any(ch in str(self.options.target) for ch in "*?["):
+            raise DeltError(f"--target {self.options.target}: no such file or directory")
         try:
-            target = open_dataset(self.target_spec, text_column=self.target_text_column)
+            target = open_dataset(self.options.target, text_column=self._target_text_column)
         except DeltError as exc:
             raise DeltError(f"--target: {exc}") from exc
-        target.require(self.target_text_column, flag="--target-text-column")
+        target.require(self._target_text_column, flag="--target-text-column")
         if target.num_rows == 0:
-            raise DeltError(f"--target {self.target_spec}: the target set is empty")
+            raise DeltError(f"--target {self.options.target}: the target set is empty")
         return target
 
-    def _annotate(self, dataset, target, dist) -> None:
+    def _annotate(self, dataset, target, dist) -> Fitted:
         import torch
 
         from delt_cli.models.causal_lm import split_lm
@@ -181,54 +145,54 @@ class LQSScorer:
         from delt_cli.scoring.lqs.persample import resolve_method
 
         # The trajectory, co-states and per-sample norms need float32 (the paper's setting) even on a GPU.
-        dtype = "float32" if self.dtype in (None, "auto") else self.dtype
+        dtype = "float32" if self.options.dtype in (None, "auto") else self.options.dtype
         model, tok = load_lm_with_tokenizer(
-            self.model_spec, self.tokenizer_spec, dtype=dtype, device=dist.device, trust_remote_code=self.trust_remote_code, seed=self.seed
+            self.options.model, self.options.tokenizer, dtype=dtype, device=dist.device, trust_remote_code=self.options.trust_remote_code, seed=self.options.seed
         )
         parts = split_lm(model)
         device = dist.device
-        prefix = prefix_token_id(tok, self.prefix_token)
+        prefix = prefix_token_id(tok, self.options.prefix_token)
         pad = prefix if prefix is not None else 0
 
         def tokens(texts):
-            return [ids[: self.max_length] for ids in encode(tok, texts, prefix=prefix)]
+            return [ids[: self.options.max_length] for ids in encode(tok, texts, prefix=prefix)]
 
         def usable(ids) -> bool:
             return len(ids) >= 2
 
         # 1. rows ---------------------------------------------------------------------------
         n_rows = dataset.num_rows
-        proxy_rows = np.sort(np.random.default_rng([self.seed, 1]).choice(n_rows, size=min(self.proxy_size, n_rows), replace=False))
+        proxy_rows = np.sort(np.random.default_rng([self.options.seed, 1]).choice(n_rows, size=min(self.options.proxy_size, n_rows), replace=False))
         mine = np.arange(len(proxy_rows))[dist.rank :: dist.world]
-        table = read_rows(dataset, proxy_rows[mine], [self.id_column, self.text_column])
-        proxy_ids = table.column(self.id_column).to_pylist()
-        proxy_tokens = tokens(table.column(self.text_column).to_pylist())
+        table = read_rows(dataset, proxy_rows[mine], [self.options.id_column, self.options.text_column])
+        proxy_ids = table.column(self.options.id_column).to_pylist()
+        proxy_tokens = tokens(table.column(self.options.text_column).to_pylist())
         keep = np.asarray([usable(t) for t in proxy_tokens], dtype=bool)
-        forward_docs = self._stream(dataset, tokens, usable, self.steps * self.batch_size, stream=2)
-        forward = [pad_batch(forward_docs[i * self.batch_size : (i + 1) * self.batch_size], pad, device) for i in range(self.steps)]
+        forward_docs = self._stream(dataset, tokens, usable, self.options.proxy_steps * self.options.proxy_batch_size, stream=2)
+        forward = [pad_batch(forward_docs[i * self.options.proxy_batch_size : (i + 1) * self.options.proxy_batch_size], pad, device) for i in range(self.options.proxy_steps)]
         target_docs = self._target_docs(target, tokens, usable)
-        micro = max(1, min(self.batch_size, self.chunk))  # rows per target batch: bounds the logits held for a gradient
-        target_batches = [pad_batch([target_docs[i] for i in b], pad, device) for b in length_batches([len(d) for d in target_docs], batch_tokens=micro * self.max_length, max_batch=micro)]
+        micro = max(1, min(self.options.proxy_batch_size, self.options.micro_batch))  # rows per target batch: bounds the logits held for a gradient
+        target_batches = [pad_batch([target_docs[i] for i in b], pad, device) for b in length_batches([len(d) for d in target_docs], batch_tokens=micro * self.options.max_length, max_batch=micro)]
         my_target = target_batches[dist.rank :: dist.world]
         local = np.flatnonzero(keep)
         proxy_batches = []
-        for b in length_batches([len(proxy_tokens[i]) for i in local], batch_tokens=self.per_sample_batch * self.max_length, max_batch=self.per_sample_batch):
+        for b in length_batches([len(proxy_tokens[i]) for i in local], batch_tokens=self.options.per_sample_batch * self.options.max_length, max_batch=self.options.per_sample_batch):
             ids, lengths = pad_batch([proxy_tokens[local[i]] for i in b], pad, device)
             proxy_batches.append(ProxyBatch(index=local[b], ids=ids, lengths=lengths))
 
         # 2. optional warm-up ----------------------------------------------------------------
-        if self.warmup_steps:
-            warm_docs = self._stream(dataset, tokens, usable, self.warmup_steps * self.batch_size, stream=3)
-            self._warmup(parts, [pad_batch(warm_docs[i * self.batch_size : (i + 1) * self.batch_size], pad, device) for i in range(self.warmup_steps)])
+        if self.options.proxy_warmup_steps:
+            warm_docs = self._stream(dataset, tokens, usable, self.options.proxy_warmup_steps * self.options.proxy_batch_size, stream=3)
+            self._warmup(parts, [pad_batch(warm_docs[i * self.options.proxy_batch_size : (i + 1) * self.options.proxy_batch_size], pad, device) for i in range(self.options.proxy_warmup_steps)])
 
         # 3. solve ------------------------------------------------------------------------------
-        method = resolve_method(self.per_sample, parts)
-        cfg = SolverConfig(lr=self.lr, steps=self.steps, interval=self.interval, checkpoint_every=self.checkpoint_every, last_norm=self.last_norm, per_sample=method, chunk=self.chunk)
-        n_annotated = len(cfg.annotated_steps()) + (1 if self.last_norm == "next" else 0)
+        method = resolve_method(self.options.per_sample, parts)
+        cfg = SolverConfig(lr=self.options.proxy_lr, steps=self.options.proxy_steps, interval=self.options.interval, checkpoint_every=self.options.checkpoint_every, last_norm=self.options.last_norm, per_sample=method, chunk=self.options.micro_batch)
+        n_annotated = len(cfg.annotated_steps()) + (1 if self.options.last_norm == "next" else 0)
         with progress() as bar:
             tasks = {
-                "forward": bar.add_task("LQS forward (SGD)", total=self.steps),
-                "backward": bar.add_task("LQS backward (co-state)", total=self.steps),
+                "forward": bar.add_task("LQS forward (SGD)", total=self.options.proxy_steps),
+                "backward": bar.add_task("LQS backward (co-state)", total=self.options.proxy_steps),
                 "samples": bar.add_task("LQS per-sample", total=n_annotated * int(keep.sum())),
             }
             solver = Solver(parts, forward, my_target, cfg, reducer=Reducer(dist), on_step=lambda phase, n: bar.advance(tasks[phase], n))
@@ -250,10 +214,9 @@ class LQSScorer:
             raise DeltError(f"{dataset.spec}: no document of the proxy sample has a token to predict")
         frame = pl.concat(frames)
         frame = frame.with_columns(pl.Series("lqs_z", zscore_clip(frame["lqs"].to_numpy())))
-        self.scores = frame
         empty = dist.gather_objects(int((~keep).sum()))
-        self._summary = {"proxy sample": int(len(proxy_rows)), "annotated": frame.height, "proxy empty (null)": int(sum(empty)), "not in proxy (null)": int(n_rows - len(proxy_rows))}
-        self._report = {
+        summary = {"proxy sample": int(len(proxy_rows)), "annotated": frame.height, "proxy empty (null)": int(sum(empty)), "not in proxy (null)": int(n_rows - len(proxy_rows))}
+        report = {
             "per_sample_method": method,
             "annotated_steps": cfg.annotated_steps(),
             "target_documents": len(target_docs),
@@ -262,14 +225,16 @@ class LQSScorer:
             "reliability": {str(k): v for k, v in sorted(res.reliability.items())},
             "lqs_mean_std": [float(frame["lqs"].mean()), float(frame["lqs"].std(ddof=0))],
             "seconds": {k: round(v, 2) for k, v in res.seconds.items()},
+            "summary": summary,
         }
         del solver, model, parts
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        return Fitted(tables={"annotation": frame.to_arrow()}, report=report)
 
     def _stream(self, dataset, tokens, usable, need: int, *, stream: int) -> list[np.ndarray]:
         """`need` usable documents in a seeded random order (repeating the corpus if it is smaller)."""
-        rng = np.random.default_rng([self.seed, stream])
+        rng = np.random.default_rng([self.options.seed, stream])
         out: list[np.ndarray] = []
         n_rows = dataset.num_rows
         while len(out) < need:
@@ -280,7 +245,7 @@ class LQSScorer:
                 take = perm[pos : pos + max(2 * (need - len(out)), 64)]
                 pos += len(take)
                 order = np.argsort(take, kind="stable")
-                texts = read_rows(dataset, take[order], [self.text_column]).column(self.text_column).to_pylist()
+                texts = read_rows(dataset, take[order], [self.options.text_column]).column(self.options.text_column).to_pylist()
                 by_row = dict(zip(take[order].tolist(), tokens(texts)))
                 for r in take.tolist():
                     ids = by_row[r]
@@ -295,14 +260,14 @@ class LQSScorer:
 
     def _target_docs(self, target, tokens, usable) -> list[np.ndarray]:
         docs: list[np.ndarray] = []
-        limit = self.target_size or target.num_rows
-        for _, table in target.iter_tables([self.target_text_column]):
-            docs.extend(d for d in tokens(table.column(self.target_text_column).to_pylist()) if usable(d))
+        limit = self.options.target_size or target.num_rows
+        for _, table in target.iter_tables([self._target_text_column]):
+            docs.extend(d for d in tokens(table.column(self._target_text_column).to_pylist()) if usable(d))
             if len(docs) >= limit:
                 break
         docs = docs[:limit]
         if not docs:
-            raise DeltError(f"--target {self.target_spec}: no target document has a token to predict (all empty)")
+            raise DeltError(f"--target {self.options.target}: no target document has a token to predict (all empty)")
         return docs
 
     def _warmup(self, parts, batches) -> None:
@@ -311,7 +276,7 @@ class LQSScorer:
         from delt_cli.scoring.lqs.losses import sample_losses
 
         params = [p for p in parts.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.warmup_lr, weight_decay=0.0)
+        opt = torch.optim.AdamW(params, lr=self.options.proxy_warmup_lr, weight_decay=0.0)
         with progress() as bar:
             task = bar.add_task("LQS proxy warm-up (AdamW)", total=len(batches))
             for ids, lengths in batches:
@@ -324,79 +289,40 @@ class LQSScorer:
                 bar.advance(task)
         opt.zero_grad(set_to_none=True)
 
-    # -- cache -------------------------------------------------------------------------------
-    def _cache_key(self) -> str:
-        payload = json.dumps({"provenance": self.provenance(), "inputs": self._fingerprints}, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+    # -- the transform: the annotation joined by id -----------------------------------------------
+    def prepare(self, dist) -> None:
+        self._is_main = dist.is_main
+        self._scores = pl.from_arrow(self.fitted.tables["annotation"])
 
-    def _load_cache(self) -> Optional[pl.DataFrame]:
-        if not (self.resume and self.output is not None):
-            return None
-        path = self.output / CACHE_NAME
-        if not path.is_file():
-            return None
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError):
-            return None
-        meta = table.schema.metadata or {}
-        if meta.get(b"delt-lqs-key", b"").decode() != self._cache_key():
-            return None
-        self._report = json.loads(meta.get(b"delt-lqs-report", b"{}"))
-        self._summary = json.loads(meta.get(b"delt-lqs-summary", b"{}"))
-        return pl.from_arrow(table)
-
-    def _save_cache(self) -> None:
-        if self.output is None or self.scores is None:
-            return
-        self.output.mkdir(parents=True, exist_ok=True)
-        table = self.scores.to_arrow()
-        table = table.replace_schema_metadata(
-            {b"delt-lqs-key": self._cache_key().encode(), b"delt-lqs-report": json.dumps(self._report).encode(), b"delt-lqs-summary": json.dumps(self._summary).encode()}
-        )
-        tmp = self.output / f".{CACHE_NAME}.{os.getpid()}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.output / CACHE_NAME)
-
-    # -- scorer protocol ---------------------------------------------------------------------
-    def score_table(self, table: pa.Table) -> dict[str, pa.Array]:
-        assert self.scores is not None
-        if self._cache_pending:
-            self._save_cache()
-            self._cache_pending = False
-        ids = pl.from_arrow(table.column(self.id_column)).alias("id").to_frame().with_row_index("_row")
-        scores = self.scores.with_columns(pl.col("id").cast(ids.schema["id"]))
+    def transform(self, table: pa.Table) -> dict[str, pa.Array]:
+        ids = pl.from_arrow(table.column(self.options.id_column)).alias("id").to_frame().with_row_index("_row")
+        scores = self._scores.with_columns(pl.col("id").cast(ids.schema["id"]))
         joined = ids.join(scores, on="id", how="left").sort("_row")
         return {c: joined[c].cast(pl.Float64).to_arrow() for c in COLUMNS}
 
     def summary(self) -> dict:
-        # The annotation is global (gathered): report it once, not once per process.
-        return dict(self._summary) if self.scores is not None and self._is_main else {}
+        # The annotation is global: report it once, not once per process.
+        return dict(self.fitted.report.get("summary", {})) if self.fitted is not None and self._is_main else {}
 
     def report(self) -> dict:
-        return dict(self._report)
+        return {k: v for k, v in super().report().items() if k != "summary"}
 
-    def provenance(self) -> dict:
-        from delt_cli.models.loading import fingerprint
-
+    def describe(self) -> dict:
+        o = self.options
         return {
-            "proxy_model": str(self.model_spec),
-            "proxy_model_fingerprint": fingerprint(self.model_spec, seed=self.seed),
-            "tokenizer": str(self.tokenizer_spec or self.model_spec),
-            "target": str(self.target_spec),
-            "target_fingerprint": self._fingerprints.get("target"),
-            "target_size": self.target_size,
-            "proxy_size": self.proxy_size,
-            "proxy_steps": self.steps,
-            "proxy_batch_size": self.batch_size,
-            "proxy_lr": self.lr,
-            "interval": self.interval,
-            "warmup_steps": self.warmup_steps,
-            "warmup_lr": self.warmup_lr,
-            "last_norm": self.last_norm,
-            "max_length": self.max_length,
-            "prefix_token": self.prefix_token,
+            "target": str(o.target),
+            "target_size": o.target_size,
+            "proxy_size": o.proxy_size,
+            "proxy_steps": o.proxy_steps,
+            "proxy_batch_size": o.proxy_batch_size,
+            "proxy_lr": o.proxy_lr,
+            "interval": o.interval,
+            "warmup_steps": o.proxy_warmup_steps,
+            "warmup_lr": o.proxy_warmup_lr,
+            "last_norm": o.last_norm,
+            "max_length": o.max_length,
+            "prefix_token": o.prefix_token,
             "optimizer": "SGD (no momentum, no weight decay, no clipping)",
-            "dtype": "float32" if self.dtype in (None, "auto") else self.dtype,
+            "dtype": "float32" if o.dtype in (None, "auto") else o.dtype,
             "normalisation": "lqs_z = clip((lqs - mean) / std, -3, 3) over the annotated proxy sample",
         }
