@@ -4,6 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from delt_cli.atomic import write_text_atomic
 from delt_cli.cli.base import app
 from delt_cli.cli.common import IdColumnOpt, InputArg, TextColumnOpt, emit, step
 from delt_cli.errors import DeltError
@@ -41,7 +42,7 @@ def stats_cmd(
         plot(stats, plot_path)
     if json_path is not None:
         try:
-            json_path.write_text(json.dumps(stats, indent=2) + "\n")
+            write_text_atomic(json_path, json.dumps(stats, indent=2) + "\n")
         except OSError as exc:
             raise DeltError(f"--json {json_path}: cannot write ({exc.strerror or exc})") from exc
     emit(ds.spec)

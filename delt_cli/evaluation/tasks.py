@@ -163,13 +163,20 @@ def task_path(tasks_dir: Path, name: str) -> Path:
 
 def build_task_files(tasks_dir: Path, names: Optional[list[str]] = None) -> dict[str, Path]:
     """Write <tasks_dir>/<task>.jsonl (+ <task>.json metadata) for each task, atomically."""
+    from delt_cli.guard import OutputGuard
+
+    tasks_dir = Path(tasks_dir)
+    with OutputGuard(tasks_dir, wait=900.0, flag="--tasks-dir"):  # a second builder waits, then rewrites the same files
+        tasks_dir.mkdir(parents=True, exist_ok=True)
+        return _build_files(tasks_dir, resolve_names(names or list(DELT_TASKS)))
+
+
+def _build_files(tasks_dir: Path, names: list[str]) -> dict[str, Path]:
     from delt_cli.assets import WHEELS
     from delt_cli.dataset.provenance import write_json_atomic
 
-    tasks_dir = Path(tasks_dir)
-    tasks_dir.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in resolve_names(names or list(DELT_TASKS)):
+    for name in names:
         task = TASKS[name]
         items = [task.to_item(doc, i) for i, doc in enumerate(_source_records(task))]
         path = task_path(tasks_dir, name)
