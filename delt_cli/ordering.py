@@ -28,7 +28,7 @@ import numpy as np
 
 from delt_cli.console import info
 from delt_cli.errors import DeltError, UsageError
-from delt_cli.selection import descending_key
+from delt_cli.selection import descending_key, stable_argsort
 
 METHODS = ("shuffle", "sort", "folding")
 
@@ -39,7 +39,7 @@ def shuffle_order(n: int, seed: int) -> np.ndarray:
 
 def sort_order(values: np.ndarray, *, descending: bool = False) -> np.ndarray:
     key = descending_key(values) if descending else values
-    return np.argsort(key, kind="stable").astype(np.int64)
+    return stable_argsort(key).astype(np.int64)
 
 
 def folding_order(values: np.ndarray, folds: int, *, descending: bool = False) -> np.ndarray:
@@ -52,7 +52,7 @@ def folding_order(values: np.ndarray, folds: int, *, descending: bool = False) -
 def _within_group_ranks(values: np.ndarray, groups: np.ndarray, descending: bool) -> tuple[np.ndarray, np.ndarray]:
     """(rank of each row inside its group, size of each row's group)."""
     key = descending_key(values) if descending else values
-    by_value = np.argsort(key, kind="stable")
+    by_value = stable_argsort(key)
     by_group = by_value[np.argsort(groups[by_value], kind="stable")]  # grouped, value-sorted inside
     sizes = np.bincount(groups)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])

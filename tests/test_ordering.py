@@ -135,3 +135,23 @@ def test_compute_order_errors():
         compute_order("sort", n=3)
     with pytest.raises(UsageError, match="not shuffle"):
         compute_order("shuffle", n=3, groups=np.zeros(3, dtype=np.int64))
+
+
+@given(st.lists(st.sampled_from([0.0, -0.0, 1.0, 2.5, -3.0, np.inf, -np.inf]) | st.floats(allow_nan=False), max_size=300))
+def test_stable_argsort_equals_numpy_stable(values):
+    from delt_cli.selection import stable_argsort
+
+    key = np.array(values, dtype=np.float64)
+    assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
+    ints = np.array([int(v) % 7 for v in range(len(values))], dtype=np.int64)
+    assert np.array_equal(stable_argsort(ints), np.argsort(ints, kind="stable"))
+
+
+def test_stable_argsort_with_nan_and_many_ties():
+    from delt_cli.selection import stable_argsort
+
+    key = np.array([3.0, np.nan, 1.0, 1.0, np.nan, 0.0, -0.0, 1.0] * 50)
+    assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
+    key = key[~np.isnan(key)]
+    assert not np.array_equal(np.argsort(key), np.argsort(key, kind="stable"))  # the case the tie fix is for
+    assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))

@@ -99,6 +99,15 @@ def _shard_writer(path: Path, schema: pa.Schema, metadata: dict[bytes, bytes]) -
         out.close()
 
 
+def _pieces_with_rows(dataset: Dataset, i: int, wanted: np.ndarray) -> Iterator[tuple[int, pa.Table, np.ndarray | None]]:
+    """shard_pieces, plus the positions of the shard's rows inside each piece (None: all of them);
+    a lazy selection hands over its source's pieces uncut, so the rows are copied once."""
+    own = getattr(dataset, "kept_pieces", None)
+    if own is not None:
+        return own(i, None, wanted)
+    return ((start, table, None) for start, table in shard_pieces(dataset, i, wanted=wanted))
+
+
 def _write_empty(dataset: Dataset, path: Path, metadata: dict[bytes, bytes]) -> Path:
     write_shard(dataset.schema.empty_table(), path, metadata)
     return path
@@ -172,13 +181,13 @@ def write_permuted(
         written = 0
         shard_dest = dest[offsets[i] : offsets[i + 1]]
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
-            for start, table in timed("decode", shard_pieces(dataset, i, wanted=shard_dest >= 0)):
+            for start, table, kept in timed("decode", _pieces_with_rows(dataset, i, shard_dest >= 0)):
                 with phase("bucket"):
-                    d = shard_dest[start : start + table.num_rows]
+                    d = shard_dest[start : start + (table.num_rows if kept is None else len(kept))]
                     rows = np.flatnonzero(d >= 0)
-                    by_dest = rows[np.argsort(d[rows], kind="stable")]
+                    by_dest = rows[np.argsort(d[rows])]  # destinations are distinct: no ties
                     positions = d[by_dest]
-                    table = table.take(pa.array(by_dest)).replace_schema_metadata(None)
+                    table = table.take(pa.array(by_dest if kept is None else kept[by_dest])).replace_schema_metadata(None)
                     table = table.append_column(POS, pa.array(positions, type=pa.int64())).combine_chunks()
                     cuts = np.searchsorted(positions, boundaries)
                     for j in np.flatnonzero(np.diff(cuts)):
@@ -227,7 +236,7 @@ def write_permuted(
                         pos = group.column(POS).to_numpy()
                         group = group.drop_columns([POS])
                         if not np.all(pos[1:] > pos[:-1]):
-                            group = group.combine_chunks().take(pa.array(np.argsort(pos, kind="stable")))
+                            group = group.combine_chunks().take(pa.array(np.argsort(pos)))
                     with phase("encode"):
                         out.write(group)
             return path

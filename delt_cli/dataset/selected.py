@@ -77,9 +77,10 @@ class SelectedDataset(Dataset):
         return full
 
     # -- reading: every read goes through the source's pieces, cut to the kept rows --------
-    def shard_pieces(self, i: int, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table]]:
-        """(first kept row, table of kept rows) pieces of shard i, with bounded memory.
-        `wanted`, a boolean per kept row: pieces with none of them are not decoded."""
+    def kept_pieces(self, i: int, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table, np.ndarray | None]]:
+        """(first kept row, piece of the source file, positions of its kept rows or None for all)
+        for shard i, with bounded memory; `wanted`, a boolean per kept row: pieces with none of
+        them are not decoded. Lets a caller that copies rows anyway (order) skip the filter."""
         from delt_cli.dataset.permute import file_pieces
 
         mask = self.masks[i]
@@ -89,7 +90,12 @@ class SelectedDataset(Dataset):
         before = np.concatenate([[0], np.cumsum(self.masks[i])])  # kept rows before each source row
         for start, table in file_pieces(self.source, self.source.shards[self.index[i]], columns, mask):
             part = self.masks[i][start : start + table.num_rows]
-            yield int(before[start]), table if part.all() else table.filter(pa.array(part))
+            yield int(before[start]), table, None if part.all() else np.flatnonzero(part)
+
+    def shard_pieces(self, i: int, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table]]:
+        """(first kept row, table of kept rows) pieces of shard i (see kept_pieces)."""
+        for start, table, rows in self.kept_pieces(i, columns, wanted):
+            yield start, table if rows is None else table.take(pa.array(rows))
 
     def iter_row_groups(self, shard, columns: Sequence[str] | None = None, *, wanted: np.ndarray | None = None):
         return self.shard_pieces(self.shards.index(shard), columns, wanted)
