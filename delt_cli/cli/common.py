@@ -48,7 +48,9 @@ def _silence_stdout() -> None:
 
 def emit(path: Any) -> None:
     """Print the command's output location: the only thing a command writes to stdout."""
-    sys.stdout.write(f"{path}\n")
+    from delt_cli.dataset.remote import display  # an s3:// output went through Path (s3:/...)
+
+    sys.stdout.write(f"{display(path)}\n")
     sys.stdout.flush()
 
 
@@ -181,7 +183,7 @@ InputArg = Annotated[
     str,
     typer.Argument(
         metavar="IN",
-        help="Input dataset: a directory of *.parquet shards, a glob, one Parquet file, or - to read the path from stdin.",
+        help="Input dataset: a directory of *.parquet shards (or JSON lines, Arrow files, a datasets save_to_disk directory), a glob, one file, an s3:// prefix, or - to read the path from stdin.",
         show_default=False,
     ),
 ]

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from delt_cli.dataset import sources
+from delt_cli.dataset import remote, sources
 from delt_cli.dataset.keys import group_codes, hash64
 from delt_cli.errors import DeltError
 
@@ -72,8 +72,8 @@ def footer_fingerprint(path: Path) -> str:
     Cheap (no data pages are read) and it changes whenever the content's layout or
     statistics change, which is what provenance needs to tell two inputs apart.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    size = remote.file_size(path)
+    with remote.open_binary(path) as fh:
         if size < 12:
             raise DeltError(f"{path}: not a Parquet file (only {size} bytes)")
         fh.seek(size - 8)
@@ -135,6 +135,8 @@ def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], 
     output may not be placed inside them.
     """
     spec = stdin_spec(spec, stdin)
+    if remote.is_remote(spec):
+        return _resolve_remote(spec)
     path = Path(spec)
     if path.is_dir():
         return spec, _directory_shards(path, spec), [path]
@@ -151,17 +153,45 @@ def resolve_spec(spec: str | os.PathLike, stdin=None) -> tuple[str, list[Path], 
     raise DeltError(f"{spec}: no such file or directory")
 
 
-def _directory_shards(path: Path, spec: str) -> list[Path]:
+def _resolve_remote(spec: str) -> tuple[str, list, list]:
+    """An `s3://` prefix (a "directory"), one object, or a glob of objects (dataset/remote.py)."""
+    text = remote.uri(spec)
+    if GLOB_CHARS & set(text):
+        matches = [p for p in remote.glob(text) if p.name not in sources.METADATA_FILES and not p.name.startswith(".")]
+        if not matches:
+            raise DeltError(f"{text}: glob matched no objects")
+        return text, matches, sorted({p.parent for p in matches})
+    path = remote.RemotePath(text)
+    info = path.info()
+    if info.type == remote.pafs.FileType.File:
+        return text, [path], []
+    if info.type == remote.pafs.FileType.Directory:
+        return text, _directory_shards(path, text), [path]
+    raise DeltError(f"{text}: no such object or prefix")
+
+
+def _directory_shards(path, spec: str) -> list:
     hf = sources.hf_data_files(path)
     if hf is not None:
         return hf
-    shards = sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+    files, folders = _entries(path)
+    shards = [p for p in files if p.name.endswith(".parquet") and not p.name.startswith(".")]
     if not shards:
-        shards = sorted(p for p in path.iterdir() if p.is_file() and sources.is_directory_shard(p))
+        shards = [p for p in files if sources.is_directory_shard(p)]
     if not shards:
-        nested = " (for files in subdirectories, pass a glob: 'DIR/*/*.parquet')" if any(p.is_dir() for p in path.iterdir()) else ""
+        nested = " (for files in subdirectories, pass a glob: 'DIR/*/*.parquet')" if folders else ""
         raise DeltError(f"{spec}: directory has no *.parquet shards, JSON lines or Arrow files{nested}; {sources.PREPARE_HINT}")
     return shards
+
+
+def _entries(path) -> tuple[list, list]:
+    """(files, folders) directly in a directory or under an S3 prefix, sorted by name."""
+    if isinstance(path, remote.RemotePath):
+        infos = remote.list_prefix(path)
+        files = [remote.RemotePath(remote.SCHEME + i.path) for i in infos if i.type == remote.pafs.FileType.File]
+        return files, [i for i in infos if i.type == remote.pafs.FileType.Directory]
+    entries = sorted(path.iterdir())
+    return [p for p in entries if p.is_file()], [p for p in entries if p.is_dir()]
 
 
 @dataclass
@@ -311,12 +341,10 @@ class Dataset:
         of a checked input through unchanged (score) pass it on. A shard that was rewritten,
         added or removed since changes the list, and the ids are checked again.
         """
-        from delt_cli.dataset.provenance import read_manifest
-
         folders = {s.path.parent for s in self.shards}
         if len(folders) != 1:
             return False
-        manifest = read_manifest(folders.pop()) or {}
+        manifest = read_manifest_at(folders.pop()) or {}
         try:
             if manifest["checks"]["unique_ids"] != self.id_column:
                 return False
@@ -379,7 +407,7 @@ def read_shard(shard: Shard | Path, columns: Sequence[str] | None = None) -> pa.
     keeps several times more memory alive after reading a single column.
     """
     if not isinstance(shard, Shard):
-        shard = open_shard(Path(shard))
+        shard = open_shard(remote.location(shard))
     file_columns, add_id = _split_derived(shard, columns)
     if shard.kind == "parquet":
         try:
@@ -444,6 +472,20 @@ def _with_derived(shard: Shard, table: pa.Table, start: int, columns: Sequence[s
     return table.add_column(at, pa.field(shard.derive_id, pa.string()), ids)
 
 
+def read_manifest_at(folder) -> dict | None:
+    """The manifest.json in a local directory or under an S3 prefix (None when absent or unreadable)."""
+    import json
+
+    from delt_cli.dataset.provenance import MANIFEST_NAME, read_manifest
+
+    if not isinstance(folder, remote.RemotePath):
+        return read_manifest(folder)
+    try:
+        return json.loads((folder / MANIFEST_NAME).read_text())
+    except (DeltError, ValueError):
+        return None
+
+
 def allow_incomplete_default() -> bool:
     return os.environ.get("DELT_ALLOW_INCOMPLETE", "") not in ("", "0")
 
@@ -457,12 +499,10 @@ def check_complete(shards: Sequence[Shard], delt_written: set[Path]) -> None:
     fingerprint no longer matches, so what the manifest records about it, such as checked
     ids, is not trusted: Dataset.ids_verified.)
     """
-    from delt_cli.dataset.provenance import read_manifest
-
-    folders = sorted({s.path.parent for s in shards if s.path in delt_written})
+    folders = sorted({s.path.parent for s in shards if s.path in delt_written}, key=str)
     for folder in folders:
-        manifest = read_manifest(folder)
-        present = {p.name: p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith(".")}
+        manifest = read_manifest_at(folder)
+        present = {p.name: p for p in _entries(folder)[0] if p.name.endswith(".parquet") and not p.name.startswith(".")}
         if manifest is None:
             raise DeltError(f"{folder}: an unfinished delt output (no manifest.json; {len(present)} shard(s) written so far); {_finish_hint(folder)}")
         try:
@@ -484,6 +524,8 @@ def _finish_hint(folder: Path) -> str:
     """How to finish an output: the command of the run that holds or held its lock, when known."""
     import json
 
+    if isinstance(folder, remote.RemotePath):  # an object store keeps no lock (docs/datasets.md)
+        return "finish it by rerunning the delt command that wrote it with --resume (or set DELT_ALLOW_INCOMPLETE=1 to read it anyway)"
     holder = folder.with_name(f".{folder.name}.delt-lock") / "holder.json"
     try:
         argv = json.loads(holder.read_text()).get("argv") or []
@@ -511,7 +553,7 @@ def _open_one(path: Path) -> tuple[Shard, pa.Schema]:
             schema, rows = meta.schema_arrow, meta.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
             raise DeltError(f"{path}: corrupt or truncated Parquet file ({exc})") from exc
-        return Shard(path=path, num_rows=rows, num_bytes=path.stat().st_size, fingerprint=fingerprint), schema
+        return Shard(path=path, num_rows=rows, num_bytes=remote.file_size(path), fingerprint=fingerprint), schema
     found = sources.probe(path, kind, compression)
     shard = Shard(path, found.rows, found.num_bytes, found.fingerprint, kind=kind, compression=compression, schema=found.schema)
     return shard, found.schema
@@ -519,9 +561,9 @@ def _open_one(path: Path) -> tuple[Shard, pa.Schema]:
 
 def _has_parquet_magic(path: Path) -> bool:
     try:
-        with open(path, "rb") as fh:
+        with remote.open_binary(path) as fh:
             return fh.read(4) == b"PAR1"
-    except OSError:
+    except (OSError, DeltError):
         return False
 
 

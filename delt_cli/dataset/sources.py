@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from delt_cli.dataset import remote
 from delt_cli.errors import DeltError
 
 # name suffix -> (kind, compression); the longest matching suffix wins.
@@ -168,7 +169,7 @@ def read_table(path: Path, kind: str, compression: str | None, schema: pa.Schema
 def _json_chunks(path: Path, compression: str | None) -> Iterator[bytes]:
     """The decompressed text in chunks of about JSON_CHUNK_BYTES that end at a line end."""
     try:
-        with pa.input_stream(str(path), compression=compression) as stream:
+        with remote.open_stream(path, compression) as stream:
             rest = b""
             while True:
                 block = stream.read(JSON_CHUNK_BYTES)
@@ -214,7 +215,7 @@ def _probe_jsonl(path: Path, compression: str | None) -> Probe:
         rows += table.num_rows
     if schema is None:
         schema = pa.schema([])
-    return Probe(schema=schema, rows=rows, num_bytes=path.stat().st_size, fingerprint=digest.hexdigest()[:32])
+    return Probe(schema=schema, rows=rows, num_bytes=remote.file_size(path), fingerprint=digest.hexdigest()[:32])
 
 
 def _untimestamp(schema: pa.Schema) -> pa.Schema:
@@ -246,7 +247,7 @@ def _jsonl_pieces(path: Path, compression: str | None, schema: pa.Schema, column
 
 
 def _open_arrow(path: Path):
-    source = pa.memory_map(str(path))
+    source = remote.open_mapped(path)
     if source.read(6) == b"ARROW1":
         source.seek(0)
         reader = pa.ipc.open_file(source)
@@ -262,11 +263,11 @@ def _probe_arrow(path: Path) -> Probe:
         counts = [b.num_rows for b in batches]
     except (pa.ArrowException, OSError) as exc:
         raise DeltError(f"{path}: corrupt or truncated Arrow file ({str(exc).splitlines()[0]})") from exc
-    size = path.stat().st_size
+    size = remote.file_size(path)
     # Footprint rather than a full hash (Arrow files are large and mapped, not read): the size,
     # the batch row counts, the first and last MiB, and the datasets fingerprint beside it.
     digest = hashlib.sha256(f"{size}:{counts}:{hf_state_fingerprint(path)}".encode())
-    with open(path, "rb") as fh:
+    with remote.open_binary(path) as fh:
         digest.update(fh.read(1 << 20))
         if size > 2 << 20:
             fh.seek(size - (1 << 20))

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from delt_cli.atomic import HOST, atomic_path, describe_os_error, parse_temporary, remove, replace_dir, temporary_path
 from delt_cli.console import info, warn
+from delt_cli.dataset import remote_output
 from delt_cli.dataset.provenance import (
     MANIFEST_NAME,
     METADATA_KEY,
@@ -289,7 +290,7 @@ class StagedOutput:
     ):
         """`foreign`: what in an existing output delt did not write (default: a dataset directory's
         rule, foreign_dataset_entries); outputs of another layout (a model directory) pass theirs."""
-        self.output = Path(output)
+        self.output, self.remote = remote_output.split(output)  # s3://: built in a local mirror, published on exit
         self.foreign = foreign or foreign_dataset_entries
         self.inputs = list(inputs)
         self.run = run
@@ -317,6 +318,8 @@ class StagedOutput:
             self.output, overwrite=self.overwrite, resume=self.resume, foreign=self.foreign, run_key=run_key(self.run, inputs)
         ).__enter__()
         try:
+            if self.remote:
+                remote_output.pull(self.output, self.remote, inputs=self.inputs, overwrite=self.overwrite, resume=self.resume, shardwise=False)
             if _nonempty(self.output):
                 previous = read_manifest(self.output)
                 if self.resume and previous and _same_run(previous, self.run, inputs):
@@ -356,6 +359,8 @@ class StagedOutput:
             except OSError as err:
                 remove(self.path)
                 raise DeltError(f"cannot move the finished output into place: {describe_os_error(err, self.output)}; {self.output} was left as it was") from err
+            if self.remote:
+                remote_output.publish(self.output, self.remote)
         finally:
             if self._guard is not None:
                 self._guard.__exit__(None, None, None)
@@ -395,7 +400,7 @@ class ShardwiseOutput:
         world: int = 1,
         independent: bool = False,
     ):
-        self.output = Path(output)
+        self.output, self.remote = remote_output.split(output)  # s3://: a local mirror, each shard uploaded
         self.dataset = dataset
         self.run = run
         self.overwrite = overwrite
@@ -425,6 +430,9 @@ class ShardwiseOutput:
             world=self.world,
         ).__enter__()
         try:
+            if self.remote:
+                resume = self.resume or (self.independent and not self.overwrite)
+                remote_output.pull(self.output, self.remote, inputs=[self.dataset], overwrite=self.overwrite, resume=resume, shardwise=True)
             if self.resume and self.output.is_dir():
                 expected = {s.name for s in self.dataset.shards}
                 extra = sorted(p.name for p in self.output.glob("*.parquet") if p.name not in expected)
@@ -559,7 +567,10 @@ class ShardwiseOutput:
         )
 
     def write(self, shard: Shard, table: pa.Table, extra: dict | None = None) -> int:
-        return write_shard(table, self.path_for(shard), self.metadata(shard, extra))
+        rows = write_shard(table, self.path_for(shard), self.metadata(shard, extra))
+        if self.remote:
+            remote_output.upload(self.path_for(shard), self.remote)
+        return rows
 
     def finish(self, *, extra: dict | None = None, unique_ids: str | None = None) -> dict:
         """Write the manifest once every shard is there; `unique_ids` as for StagedOutput.finish."""
@@ -571,6 +582,8 @@ class ShardwiseOutput:
             inputs=self.dataset.describe(), outputs=describe_outputs(paths), extra={**(extra or {}), **_checks(unique_ids)}
         )
         write_json_atomic(self.output / MANIFEST_NAME, manifest)
+        if self.remote:
+            remote_output.publish(self.output, self.remote)
         return manifest
 
 
