@@ -79,6 +79,7 @@ def test_parquet_without_ids_goes_straight_through(cli, tmp_path, writer):
     res = cli("score", data, "-o", tmp_path / "scored", "--method", "length")
     assert res.exit_code == 0, res.output
     scored = read_rows(tmp_path / "scored")
+    assert scored.column("id").to_pylist() == list(every)  # materialized in the output
     assert scored.column("text").to_pylist() == [r["text"] for r in every.values()]
     assert scored.column("n_chars").to_pylist() == [len(r["text"]) for r in every.values()]
     # a global step straight from the export: the derived ids are written into its output
@@ -155,6 +156,7 @@ def test_jsonl_plain_gzip_and_zstd_from_several_writers(cli, tmp_path):
         scored = read_rows(out)
         assert [p.name for p in out.glob("*.parquet")] == [sources.strip_suffix(path.name) + ".parquet"]
         assert scored.column("text").to_pylist() == [r["text"] for r in rows], path.name
+        assert scored.column("id").to_pylist() == [f"{path.name}:{i}" for i in range(25)]
         assert scored.column("n_chars").to_pylist() == [len(r["text"]) for r in rows]
         assert scored.column("n").type == pa.int64() and scored.column("score").type == pa.float64()
     # the directory itself: all five files, in name order
@@ -218,7 +220,9 @@ def test_save_to_disk_directory(cli, tmp_path, hf_dir):
     assert res.exit_code == 0, res.output
     names = [f"data-{i:05d}-of-00003" for i in range(3)]
     assert sorted(p.name for p in (tmp_path / "scored").glob("*.parquet")) == [n + ".parquet" for n in names]
-    assert read_rows(tmp_path / "scored").column("text").to_pylist() == [r["text"] for r in rows]
+    texts, ids = texts_and_ids(tmp_path / "scored")
+    assert texts == [r["text"] for r in rows]
+    assert ids == [f"{n}.arrow:{i}" for n in names for i in range(20)]
     res = cli("select", hf, "-o", tmp_path / "sel", "--by", "n", "--top-k", "7")
     assert res.exit_code == 0, res.output
     sel = read_rows(tmp_path / "sel")
@@ -444,4 +448,5 @@ def test_embed_reads_a_save_to_disk_directory(cli, tmp_path, hf_dir):
     assert res.exit_code == 0, res.output
     emb = read_rows(tmp_path / "emb")
     assert emb.column("text").to_pylist() == [r["text"] for r in rows]
+    assert emb.column("id").to_pylist() == [f"data-{s:05d}-of-00003.arrow:{i}" for s in range(3) for i in range(20)]
     assert emb.schema.field("emb").type == pa.list_(pa.float32(), 16)

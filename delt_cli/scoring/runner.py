@@ -190,7 +190,7 @@ def _score_into(out: ShardwiseOutput, ds, scorer: Scorer, run: RunInfo, dist: Di
         scorer.on_progress = report
 
         def score_shard(shard):
-            table = read_shard(shard.path)
+            table = read_shard(shard)  # the Shard, not its path: derived ids (reader.derived_ids) are written too
             return add_columns(table, scorer.transform(table))
 
         def advance(shard, rows):
