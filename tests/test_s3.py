@@ -196,13 +196,17 @@ def test_overwrite_replaces_and_removes_stale_shards(cli, tmp_path, s3):
 
 @pytest.mark.parametrize(
     "args, message",
-    ids=["no-such-prefix", "glob-nothing", "output-inside-input", "bucket-only"],
+    ids=["no-such-prefix", "glob-nothing", "output-inside-input", "bucket-only", "independent-ranks"],
     argvalues=
     [
         (["stats", "s3://{b}/nothing"], "s3://{b}/nothing: no such object or prefix"),
         (["stats", "s3://{b}/prep/*.nothing"], "s3://{b}/prep/*.nothing: glob matched no objects"),
         (["order", "s3://{b}/prep", "-o", "s3://{b}/prep/sub", "--method", "shuffle"], "--output s3://{b}/prep/sub: must not be the input s3://{b}/prep"),
         (["order", "s3://{b}/prep", "-o", "s3://{b}", "--method", "shuffle"], "--output s3://{b}: name a prefix inside the bucket"),
+        (
+            ["score", "s3://{b}/prep", "-o", "s3://{b}/scored", "--method", "length", "--rank", "0", "--world-size", "2"],
+            "--output s3://{b}/scored: independent ranks (--rank/--world-size) need an output on a shared filesystem",
+        ),
     ],
 )
 def test_bad_locations_are_one_line(cli, tmp_path, s3, args, message):

@@ -62,11 +62,15 @@ def split(output) -> tuple[Path, str | None]:
 # -- before the run ---------------------------------------------------------------------------
 
 
-def pull(mirror: Path, uri: str, *, inputs, overwrite: bool, resume: bool, shardwise: bool) -> None:
+def pull(mirror: Path, uri: str, *, inputs, overwrite: bool, resume: bool, shardwise: bool, independent: bool = False) -> None:
     """The store's side of an output's checks, and what the mirror needs from the store. Nothing
-    local is deleted here (the writer's guard is not held yet): --overwrite clears the mirror
-    the way it clears a local output."""
+    local is deleted here: --overwrite clears the mirror the way it clears a local output."""
     target = remote.RemotePath(uri)
+    if independent:
+        raise UsageError(
+            f"--output {uri}: independent ranks (--rank/--world-size) need an output on a shared filesystem for `delt finish`; "
+            "write there and copy it to the bucket, or launch the processes together (--processes, torchrun)"
+        )
     _refuse_input(target, inputs)
     objects = _objects(target)
     if not (overwrite or resume):

@@ -431,8 +431,7 @@ class ShardwiseOutput:
         ).__enter__()
         try:
             if self.remote:
-                resume = self.resume or (self.independent and not self.overwrite)
-                remote_output.pull(self.output, self.remote, inputs=[self.dataset], overwrite=self.overwrite, resume=resume, shardwise=True)
+                remote_output.pull(self.output, self.remote, inputs=[self.dataset], overwrite=self.overwrite, resume=self.resume, shardwise=True, independent=self.independent)
             if self.resume and self.output.is_dir():
                 expected = {s.name for s in self.dataset.shards}
                 extra = sorted(p.name for p in self.output.glob("*.parquet") if p.name not in expected)
