@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -131,8 +132,8 @@ def measure(cmd: list[str], env=None) -> dict:
     r = json.loads(out.stdout)
     if r["rc"] != 0:
         raise SystemExit(f"command failed: {' '.join(map(str, cmd))}\n{r['stderr']}")
-    timings = [json.loads(line.split(" ", 1)[1]) for line in r["stderr"].splitlines() if line.startswith("delt-timings ")]
-    return {"s": r["wall"], "rss_mb": r["rss_kb"] / 1024, "timings": timings[-1] if timings else None}
+    timings = {t["command"]: t for t in (json.loads(line.split(" ", 1)[1]) for line in r["stderr"].splitlines() if line.startswith("delt-timings "))}
+    return {"s": r["wall"], "rss_mb": r["rss_kb"] / 1024, "timings": timings}
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -202,6 +203,7 @@ def generate(kind: str, directory: Path, n: int, jsonl: Path | None, text_bytes:
 
 VARIANTS = {
     "lazy": ["--lazy"],  # select records the kept rows; order reads them from the input
+    "lazy-pipe": ["--lazy"],  # the same as one shell pipeline: select --lazy | order - (order starts meanwhile)
     "eager": [],  # select writes the kept rows as Parquet shards
 }
 
@@ -211,9 +213,17 @@ def run_delt(data: Path, work: Path, variant: str, codec: str) -> dict:
     delt = [sys.executable, "-m", "delt_cli", "--quiet"]
     for p in ("sel", "ord"):
         shutil.rmtree(work / p, ignore_errors=True)
-    sel = measure([*delt, "select", data, "-o", work / "sel", "--by", "score", "--top-r", TOP_R, *VARIANTS[variant]], env)
-    order = measure([*delt, "order", work / "sel", "-o", work / "ord", "--method", "folding", "--by", "score", "--folds", FOLDS], env)
-    out = {"s": sel["s"] + order["s"], "rss_mb": max(sel["rss_mb"], order["rss_mb"]), "select": sel, "order": order, "output": work / "ord"}
+    select = [*delt, "select", data, "-o", work / "sel", "--by", "score", "--top-r", TOP_R, *VARIANTS[variant]]
+    order = [*delt, "order", work / "sel", "-o", work / "ord", "--method", "folding", "--by", "score", "--folds", FOLDS]
+    if variant.endswith("-pipe"):
+        order[order.index(work / "sel")] = "-"
+        line = " ".join(shlex.quote(str(a)) for a in select) + " | " + " ".join(shlex.quote(str(a)) for a in order) + " >/dev/null"
+        both = measure(["bash", "-o", "pipefail", "-c", line], env)
+        out = {"s": both["s"], "rss_mb": both["rss_mb"], "select": {"timings": both["timings"]}, "order": {"timings": both["timings"]}}
+    else:
+        sel, ord_ = measure(select, env), measure(order, env)
+        out = {"s": sel["s"] + ord_["s"], "rss_mb": max(sel["rss_mb"], ord_["rss_mb"]), "select": sel, "order": ord_}
+    out["output"] = work / "ord"
     out["output_mb"] = sum(f.stat().st_size for f in (work / "ord").glob("*.parquet")) / 1e6
     return out
 
@@ -303,7 +313,8 @@ INPUT_LABEL = {"delt": "delt shards (zstd, 16k-row groups, repetitive text)", "f
 def label(c: str) -> str:
     if c.startswith("delt:"):
         _, variant, codec = c.split(":")
-        return f"delt select{' --lazy' if variant == 'lazy' else ''} + order" + ("" if codec == "zstd" else f" ({codec})")
+        what = {"lazy": "delt select --lazy, then order", "lazy-pipe": "delt select --lazy \\| delt order -", "eager": "delt select, then order"}[variant]
+        return what + ("" if codec == "zstd" else f" ({codec})")
     return {"reference": "published approach (JSONL, in memory)", "duckdb": "DuckDB, one query", "polars": "polars, one lazy query"}[c]
 
 
@@ -371,14 +382,14 @@ def breakdown(results: list[dict]) -> str:
             if not c.startswith("delt:"):
                 continue
             for cmd in ("select", "order"):
-                timed = [x[cmd] for x in runs if x[cmd]["timings"]]
+                timed = [(x[cmd].get("s"), x[cmd]["timings"][cmd]) for x in runs if cmd in x[cmd]["timings"]]
                 if not timed:
                     continue
-                wall = med([x["s"] for x in timed])
-                inside = med([x["timings"]["wall_s"] for x in timed])
-                cpu = {p: med([x["timings"]["cpu_s"].get(p, 0.0) for x in timed]) for p in PHASES}
-                lines.append(f"| {r['rows']:,} | {r['input']} | {label(c)} | {cmd} | {wall:.2f} s | {med([x['s'] - x['timings']['wall_s'] for x in timed]):.2f} s | {inside:.2f} s | "
-                             + f"{med([x['timings']['process_cpu_s'] for x in timed]):.2f} s | " + " | ".join(f"{cpu[p]:.2f}" if cpu[p] else "-" for p in PHASES) + " |")
+                walls = [w for w, _ in timed if w is not None]
+                inside = med([t["wall_s"] for _, t in timed])
+                cpu = {p: med([t["cpu_s"].get(p, 0.0) for _, t in timed]) for p in PHASES}
+                lines.append(f"| {r['rows']:,} | {r['input']} | {label(c)} | {cmd} | " + (f"{med(walls):.2f} s | {med([w - t['wall_s'] for w, t in timed]):.2f} s" if walls else "(one pipeline) | -")
+                             + f" | {inside:.2f} s | {med([t['process_cpu_s'] for _, t in timed]):.2f} s | " + " | ".join(f"{cpu[p]:.2f}" if cpu[p] else "-" for p in PHASES) + " |")
     return "\n".join(lines)
 
 
@@ -405,7 +416,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, action="append", help="number of documents (repeatable; default 1,000,000)")
     ap.add_argument("--input", action="append", choices=["delt", "foreign"], help="input kind (repeatable; default both)")
-    ap.add_argument("--variant", action="append", choices=list(VARIANTS), help="how delt select writes: lazy (--lazy) or eager (repeatable; default both; the targets are computed for the first)")
+    ap.add_argument("--variant", action="append", choices=list(VARIANTS), help="lazy (select --lazy, then order), lazy-pipe (the same as one shell pipeline) or eager (select writes shards); repeatable; default all; the targets are computed for the first")
     ap.add_argument("--codec", action="append", default=None, help="DELT_PARQUET_COMPRESSION values to time delt with (repeatable; default zstd)")
     ap.add_argument("--baseline", action="append", choices=["reference", "duckdb", "polars"], help="baselines (repeatable; default all three)")
     ap.add_argument("--no-baselines", action="store_true", help="time delt alone")

@@ -21,7 +21,6 @@ does not depend on the thread count.
 from __future__ import annotations
 
 import shutil
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -198,17 +197,6 @@ def write_permuted(
                             written += 1
         return found
 
-    local = threading.local()
-
-    def open_bucket(path: Path) -> pa.ipc.RecordBatchFileReader:
-        cache = getattr(local, "files", None)
-        if cache is None:
-            cache = local.files = {}
-        if path not in cache:
-            # Plain reads, not a memory map: mapped pages would count as resident memory.
-            cache[path] = pa.ipc.open_file(pa.OSFile(str(path)))
-        return cache[path]
-
     try:
         pieces: list[list[tuple[Path, list[int]]]] = [[] for _ in range(n_out)]
         for i, found in enumerate(parallel_map(bucket, len(dataset.shards), "bucketing")):
@@ -220,7 +208,10 @@ def write_permuted(
             destination, so a row group's rows are one slice of each batch; they are merged and
             put in order there. Memory: the shard's batches once, plus one row group."""
             with phase("gather"):
-                batches = [open_bucket(path).get_batch(b) for path, ids in pieces[j] for b in ids]
+                # Memory-mapped, opened for this shard only: its batches are read in place (no
+                # copy) and their pages leave the resident set when the maps close at the end.
+                files = [pa.ipc.open_file(pa.memory_map(str(path))) for path, _ in pieces[j]]
+                batches = [f.get_batch(b) for f, (_, ids) in zip(files, pieces[j]) for b in ids]
                 positions = [b.column(POS).to_numpy() for b in batches]
             path = directory / shard_name(j, n_out)
             step = ROW_GROUP_SIZE
@@ -239,6 +230,7 @@ def write_permuted(
                             group = group.combine_chunks().take(pa.array(np.argsort(pos)))
                     with phase("encode"):
                         out.write(group)
+            del files, batches, group
             return path
 
         return parallel_map(assemble, n_out, "writing")
