@@ -568,11 +568,13 @@ def _has_parquet_magic(path: Path) -> bool:
 
 
 def _open_shards(paths: Sequence[Path]) -> tuple[list[Shard], list[pa.Schema]]:
-    """Shards and their file schemas, in order. Parquet footers are read in turn (cheap); JSON
-    lines and Arrow files are opened on the thread pool (a JSON lines file is parsed once)."""
+    """Shards and their file schemas, in order. Local Parquet footers are read in turn (cheap);
+    JSON lines and Arrow files (a JSON lines file is parsed once) and objects in S3 (a few
+    requests each) are opened on the thread pool."""
     from delt_cli.dataset.parallel import parallel_map
 
-    if all(sources.shard_kind(p) in (None, ("parquet", None)) for p in paths):
+    local_parquet = all(sources.shard_kind(p) in (None, ("parquet", None)) and not isinstance(p, remote.RemotePath) for p in paths)
+    if local_parquet:
         pairs = [_open_one(p) for p in paths]
     else:
         pairs = parallel_map(lambda i: _open_one(paths[i]), len(paths), "opening")
