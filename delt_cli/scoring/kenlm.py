@@ -22,8 +22,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import os
 import re
+import sys
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,20 @@ def normalise(line: str, how: str = "ccnet") -> str:
         line = _DIGITS.sub("0", line.translate(_PUNCT))
         line = "".join(ch for ch in line if ch.isspace() or unicodedata.category(ch)[0] != "C")
     return " ".join(line.split())
+
+
+@contextmanager
+def _quiet_stderr():
+    """Send what C++ code writes to file descriptor 2 nowhere for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def file_fingerprint(path: Path) -> str:
@@ -112,11 +129,17 @@ class KenLMScorer(Scorer):
 
         path = Path(self.options.model)
         check_model_file(path)
+        config = kenlm.Config()
+        config.show_progress = False  # no loading messages or bars on stderr
         try:
-            self.model = kenlm.Model(str(path))
+            with _quiet_stderr():  # KenLM's C++ tells stderr that a binary file would load faster
+                self.model = kenlm.Model(str(path), config)
         except (OSError, RuntimeError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DeltError(f"--model {path}: KenLM cannot load it ({first})") from exc
+            text = " ".join(str(exc).split())
+            reason = text.split("Exception.", 1)[1].strip() if "Exception." in text else text  # KenLM's own words, not its source location
+            while reason.endswith(")") and reason.count(")") > reason.count("("):
+                reason = reason[:-1]
+            raise DeltError(f"--model {path}: KenLM cannot load it ({reason or type(exc).__name__})") from exc
 
     def transform(self, table: pa.Table) -> dict[str, pa.Array]:
         how = self.options.kenlm_normalize
