@@ -251,6 +251,8 @@ def select_dataset(
     from delt_cli.dataset.timing import phase, report
 
     started = time.perf_counter()
+    if lazy and str(output).startswith("s3:/"):
+        raise UsageError(f"--lazy with --output {output}: a lazy selection is written to a local directory (its input may be in S3); for an output in S3, leave out --lazy")
     run = run or RunInfo(command="select", args={"by": by, "rule": rule.describe(), "lowest": lowest, "group_by": group_by, "lazy": lazy})
     with phase("open"):
         ds = open_input(input, id_column=id_column, text_column=text_column)

@@ -235,3 +235,33 @@ def test_written_out_copy_is_removed_at_exit(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "is a lazy selection: writing its 100 rows to" in proc.stderr
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_lazy_selection_of_an_input_in_s3(cli, tmp_path, request):
+    """The input in a bucket (local S3 server), the lazy selection on local disk: order reads the
+    kept rows from the bucket; an s3:// output for --lazy is refused in one line."""
+    from test_s3 import put
+
+    if "s3" not in globals():
+        pytest.skip("moto[server] (dev extra) runs the local S3 server")
+    fs, bucket = request.getfixturevalue("s3")
+    d = write_dataset(tmp_path / "in", 90, shards=3)
+    for p in sorted(d.glob("*.parquet")):
+        put(fs, p, f"{bucket}/in/{p.name}")
+    base = f"s3://{bucket}/in"
+    assert cli("select", d, "-o", tmp_path / "e", "--by", "score", "--top-r", "0.5").exit_code == 0
+    assert cli("order", tmp_path / "e", "-o", tmp_path / "eo", "--method", "folding", "--by", "score").exit_code == 0
+    res = cli("select", base, "-o", tmp_path / "l", "--by", "score", "--top-r", "0.5", "--lazy")
+    assert res.exit_code == 0, res.output
+    assert read_manifest(tmp_path / "l")[RECORD_KEY]["source"]["shards"][0]["path"] == f"{base}/shard-000.parquet"
+    res = cli("order", tmp_path / "l", "-o", tmp_path / "lo", "--method", "folding", "--by", "score")
+    assert res.exit_code == 0, res.output
+    _same_rows(tmp_path / "eo", tmp_path / "lo")
+    res = cli("select", base, "-o", f"s3://{bucket}/sel", "--by", "score", "--top-r", "0.5", "--lazy")
+    assert res.exit_code == 2 and "a lazy selection is written to a local directory" in res.stderr
+
+
+try:  # the local S3 server's fixtures, for the test above (skipped there without moto)
+    from test_s3 import endpoint, s3  # noqa: E402,F401
+except pytest.skip.Exception:
+    pass

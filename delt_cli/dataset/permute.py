@@ -70,9 +70,10 @@ def parquet_pieces(path: Path, columns: Sequence[str] | None = None, wanted: np.
 
 
 def file_pieces(dataset: Dataset, shard, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table]]:
-    """Pieces of one shard of `dataset`: Parquet files through `parquet_pieces`; other formats
-    and derived ids through the reader's own pieces (dataset/reader.py)."""
-    if getattr(shard, "kind", "parquet") != "parquet" or getattr(shard, "derive_id", None):
+    """Pieces of one shard of `dataset`: local Parquet files through `parquet_pieces`; other
+    formats, derived ids and objects in S3 (where pre-buffered ranged reads are the fast way)
+    through the reader's own pieces (dataset/reader.py)."""
+    if getattr(shard, "kind", "parquet") != "parquet" or getattr(shard, "derive_id", None) or not isinstance(shard.path, Path):
         return dataset.iter_row_groups(shard, columns, wanted=wanted)
     return parquet_pieces(shard.path, columns, wanted)
 

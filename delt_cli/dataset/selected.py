@@ -49,6 +49,15 @@ def is_lazy_selection(path: str | os.PathLike) -> bool:
     return RECORD_KEY in (read_manifest(p) or {})
 
 
+def _where(path) -> str:
+    """Where a shard or input is, independent of the working directory: an absolute local path
+    (globs included), or an `s3://` URI as it is."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if text.startswith("s3:/"):
+        return text
+    return str(Path(text).resolve()) if not set("*?[") & set(text) else os.path.abspath(text)
+
+
 def _digest(shard_fingerprint: str, mask: np.ndarray) -> str:
     return hashlib.sha256(shard_fingerprint.encode() + np.packbits(mask).tobytes() + len(mask).to_bytes(8, "little")).hexdigest()[:32]
 
@@ -156,9 +165,9 @@ def selection_record(dataset: Dataset, keep: np.ndarray, shard_metadata: dict[by
     record = {
         "format": 1,
         "source": {
-            "spec": os.path.abspath(source.spec),
+            "spec": _where(source.spec),
             "rows": source.num_rows,
-            "shards": [{**s.describe(), "path": str(Path(s.path).resolve()), "kept": int(m.sum())} for s, m in zip(source.shards, masks)],
+            "shards": [{**s.describe(), "path": _where(s.path), "kept": int(m.sum())} for s, m in zip(source.shards, masks)],
         },
         "shard_metadata": (shard_metadata or {}).get(METADATA_KEY, b"").decode() or None,
         "kept_sha256": hashlib.sha256(bits).hexdigest(),
@@ -211,7 +220,7 @@ def open_selection(path: str | os.PathLike, *, id_column: str = "id", text_colum
     try:
         record = manifest[RECORD_KEY]
         source_spec = record["source"]["spec"]
-        listed = [(Path(s["path"]), int(s["rows"]), s["fingerprint"], int(s["kept"])) for s in record["source"]["shards"]]
+        listed = [(str(s["path"]), int(s["rows"]), s["fingerprint"], int(s["kept"])) for s in record["source"]["shards"]]
         bits = base64.b64decode(record["kept"], validate=True)
     except (KeyError, TypeError, ValueError, binascii.Error):
         raise DeltError(f"{directory / MANIFEST_NAME}: its '{RECORD_KEY}' record is incomplete or unreadable (edited by hand?); rerun `delt select`") from None
@@ -222,7 +231,7 @@ def open_selection(path: str | os.PathLike, *, id_column: str = "id", text_colum
         source = open_dataset(source_spec, id_column=id_column, text_column=text_column)
     except DeltError as exc:
         raise DeltError(f"{directory} is a lazy selection of {source_spec}, which cannot be opened now ({exc}); {rerun}") from None
-    now = [(Path(s.path).resolve(), s.num_rows, s.fingerprint) for s in source.shards]
+    now = [(_where(s.path), s.num_rows, s.fingerprint) for s in source.shards]
     added = sorted({str(c[0]) for c in now} - {str(x[0]) for x in listed})
     removed = sorted({str(x[0]) for x in listed} - {str(c[0]) for c in now})
     if added or removed:
