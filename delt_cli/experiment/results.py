@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -72,45 +73,140 @@ def _label(exp: Experiment, cell: str) -> str:
     return str(exp.cells[cell].get("label", cell))
 
 
+@dataclass
+class CellRow:
+    """One cell's numbers over its finished seeds (lists, one value per seed)."""
+
+    cell: str
+    label: str
+    seeds: int  # finished runs
+    losses: list[float]
+    groups: dict[str, list[float]]  # group -> held-out loss per seed
+    tasks: dict[str, list[float]]  # task -> primary metric in % per seed
+    paired: Optional[dict[str, list[float]]] = None  # with a baseline: "pooled" and group -> per-seed difference
+
+
+@dataclass
+class ReferenceRow:
+    """A results.extra row: an eval.json outside the grid; values None when it has not run."""
+
+    label: str
+    loss: Optional[float] = None
+    groups: dict[str, Optional[float]] = field(default_factory=dict)
+    tasks: dict[str, Optional[float]] = field(default_factory=dict)  # in %
+
+    @property
+    def finished(self) -> bool:
+        return self.loss is not None
+
+
+@dataclass
+class Summary:
+    """What results/<name>.md reports, computed from the collected eval.json files."""
+
+    metric: str
+    baseline: Optional[str]
+    groups: list[str]
+    tasks: list[str]
+    finished: int
+    cells: list[CellRow]
+    reference: list[ReferenceRow]
+
+
 def write_results(exp: Experiment, output: Optional[Path] = None, *, command: str = "") -> Path:
-    cfg = exp.results
-    output = Path(output or cfg.get("output") or f"results/{exp.name}.md")
+    """Collect the finished evaluations, compute the tables, draw the figures, write the Markdown."""
+    output = Path(output or exp.results.get("output") or f"results/{exp.name}.md")
     output.parent.mkdir(parents=True, exist_ok=True)
     runs = collect(exp)
+    summary = summarize(exp, runs, collect_reference(exp))
+    figures = _plots(exp, runs, output, summary.baseline, summary.groups)
+    write_text_atomic(output, render(exp, summary, figures, command=command))
+    return output
+
+
+def collect_reference(exp: Experiment) -> dict[str, Optional[dict]]:
+    """label -> eval.json contents of each results.extra row (None when the file is not there)."""
+    out: dict[str, Optional[dict]] = {}
+    for label, template in (exp.results.get("extra") or {}).items():
+        path = Path(str(template).format(**exp.vars))
+        out[label] = load_eval(path, exp.results.get("domain_eval")) if path.exists() else None
+    return out
+
+
+def summarize(exp: Experiment, runs: dict[str, dict[int, dict]], reference: Optional[dict[str, Optional[dict]]] = None) -> Summary:
+    """The per-cell numbers (and the paired differences to results.baseline) from `collect`'s runs."""
+    cfg = exp.results
     baseline = cfg.get("baseline")
     groups = _groups(runs)
     tasks = list(cfg.get("tasks") or [])
     base_runs = runs.get(baseline, {}) if baseline else {}
-
-    lines = [f"# Results: {exp.name}", ""]
-    if exp.description:
-        lines += [exp.description, ""]
-    finished = sum(len(s) for s in runs.values())
-    lines += [
-        f"Config `{exp.path}`; {finished} of {len(exp.units)} runs finished; seeds {', '.join(map(str, exp.seeds))}. "
-        f"Written {datetime.date.today().isoformat()} by `{command or 'python scripts/reproduce.py ' + str(exp.path)}`.",
-        "",
-        f"{str(cfg.get('metric', 'held-out loss'))[:1].upper() + str(cfg.get('metric', 'held-out loss'))[1:]} is the mean token loss in nats (lower is better), mean ± sd over seeds. "
-        + (f"Δ is the paired per-seed difference to `{baseline}` (same seed = same initial weights), mean ± sd; negative = better than `{baseline}`." if baseline else ""),
-        "",
-    ]
-    head = ["cell", "recipe", "seeds", str(cfg.get("metric", "held-out loss"))] + (["Δ loss"] if baseline else []) + [f"{g}" for g in groups] + tasks
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    deltas: dict[str, dict[str, list[float]]] = {}
+    rows = []
     for cell in exp.cells:
         seeds = runs[cell]
-        losses = [_heldout(r)["loss"] for r in seeds.values() if _heldout(r)]
-        row = [f"`{cell}`", _label(exp, cell), str(len(seeds)) if seeds else "not run yet", _fmt(losses)]
+        paired = None
         if baseline:
             paired = {"pooled": [_heldout(r)["loss"] - _heldout(base_runs[s])["loss"] for s, r in seeds.items() if s in base_runs and _heldout(r)]}
             for g in groups:
                 paired[g] = [_heldout(r)["groups"][g]["loss"] - _heldout(base_runs[s])["groups"][g]["loss"] for s, r in seeds.items() if s in base_runs and g in _heldout(r).get("groups", {})]
-            deltas[cell] = paired
-            row.append("–" if cell == baseline else (f"{_fmt(paired['pooled'], 3)}" if paired["pooled"] else "–"))
-        for g in groups:
-            row.append(_fmt([_heldout(r)["groups"][g]["loss"] for r in seeds.values() if g in (_heldout(r) or {}).get("groups", {})]))
-        for t in tasks:
-            row.append(_fmt([100 * r["tasks"][t]["score"] for r in seeds.values() if t in r.get("tasks", {})], 1))
+        rows.append(
+            CellRow(
+                cell=cell,
+                label=_label(exp, cell),
+                seeds=len(seeds),
+                losses=[_heldout(r)["loss"] for r in seeds.values() if _heldout(r)],
+                groups={g: [_heldout(r)["groups"][g]["loss"] for r in seeds.values() if g in (_heldout(r) or {}).get("groups", {})] for g in groups},
+                tasks={t: [100 * r["tasks"][t]["score"] for r in seeds.values() if t in r.get("tasks", {})] for t in tasks},
+                paired=paired,
+            )
+        )
+    refs = []
+    for label, r in (reference or {}).items():
+        if r is None:
+            refs.append(ReferenceRow(label))
+            continue
+        h = _heldout(r)
+        refs.append(
+            ReferenceRow(
+                label,
+                loss=h["loss"],
+                groups={g: h["groups"][g]["loss"] if g in h.get("groups", {}) else None for g in groups},
+                tasks={t: 100 * r["tasks"][t]["score"] if t in r.get("tasks", {}) else None for t in tasks},
+            )
+        )
+    return Summary(
+        metric=str(cfg.get("metric", "held-out loss")),
+        baseline=baseline,
+        groups=groups,
+        tasks=tasks,
+        finished=sum(len(s) for s in runs.values()),
+        cells=rows,
+        reference=refs,
+    )
+
+
+def render(exp: Experiment, summary: Summary, figures: list[tuple[str, Path]] = (), *, command: str = "") -> str:
+    """results/<name>.md: the grid table, the per-domain differences, reference rows, figures, notes."""
+    s = summary
+    baseline, groups, tasks, metric = s.baseline, s.groups, s.tasks, s.metric
+    lines = [f"# Results: {exp.name}", ""]
+    if exp.description:
+        lines += [exp.description, ""]
+    lines += [
+        f"Config `{exp.path}`; {s.finished} of {len(exp.units)} runs finished; seeds {', '.join(map(str, exp.seeds))}. "
+        f"Written {datetime.date.today().isoformat()} by `{command or 'python scripts/reproduce.py ' + str(exp.path)}`.",
+        "",
+        f"{metric[:1].upper() + metric[1:]} is the mean token loss in nats (lower is better), mean ± sd over seeds. "
+        + (f"Δ is the paired per-seed difference to `{baseline}` (same seed = same initial weights), mean ± sd; negative = better than `{baseline}`." if baseline else ""),
+        "",
+    ]
+    head = ["cell", "recipe", "seeds", metric] + (["Δ loss"] if baseline else []) + [f"{g}" for g in groups] + tasks
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in s.cells:
+        row = [f"`{c.cell}`", c.label, str(c.seeds) if c.seeds else "not run yet", _fmt(c.losses)]
+        if baseline:
+            row.append("–" if c.cell == baseline else (f"{_fmt(c.paired['pooled'], 3)}" if c.paired["pooled"] else "–"))
+        row += [_fmt(c.groups[g]) for g in groups]
+        row += [_fmt(c.tasks[t], 1) for t in tasks]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     if tasks:
@@ -120,34 +216,28 @@ def write_results(exp: Experiment, output: Optional[Path] = None, *, command: st
         lines += [f"### Per-domain Δ held-out loss vs `{baseline}` (paired by seed, mean ± sd)", ""]
         head = ["cell", "pooled"] + groups
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for cell, paired in deltas.items():
-            if cell == baseline or not paired["pooled"]:
+        for c in s.cells:
+            if c.cell == baseline or not c.paired["pooled"]:
                 continue
-            lines.append("| " + " | ".join([f"`{cell}`", _fmt(paired["pooled"])] + [_fmt(paired[g]) for g in groups]) + " |")
+            lines.append("| " + " | ".join([f"`{c.cell}`", _fmt(c.paired["pooled"])] + [_fmt(c.paired[g]) for g in groups]) + " |")
         lines.append("")
 
-    extra = cfg.get("extra") or {}
-    if extra:
-        lines += ["### Reference rows", "", "| model | " + " | ".join([str(cfg.get("metric", "held-out loss"))] + groups + tasks) + " |", "|---|---|" + "---|" * (len(groups) + len(tasks))]
-        for label, template in extra.items():
-            path = Path(str(template).format(**exp.vars))
-            if not path.exists():
-                lines.append(f"| {label} | not run yet |" + " |" * (len(groups) + len(tasks)))
+    if s.reference:
+        lines += ["### Reference rows", "", "| model | " + " | ".join([metric] + groups + tasks) + " |", "|---|---|" + "---|" * (len(groups) + len(tasks))]
+        for ref in s.reference:
+            if not ref.finished:
+                lines.append(f"| {ref.label} | not run yet |" + " |" * (len(groups) + len(tasks)))
                 continue
-            r = load_eval(path, cfg.get("domain_eval"))
-            h = _heldout(r)
-            cells = [f"{h['loss']:.3f}"] + [f"{h['groups'][g]['loss']:.3f}" if g in h.get("groups", {}) else "–" for g in groups]
-            cells += [f"{100 * r['tasks'][t]['score']:.1f}" if t in r.get("tasks", {}) else "–" for t in tasks]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            cells = [f"{ref.loss:.3f}"] + ["–" if ref.groups[g] is None else f"{ref.groups[g]:.3f}" for g in groups]
+            cells += ["–" if ref.tasks[t] is None else f"{ref.tasks[t]:.1f}" for t in tasks]
+            lines.append(f"| {ref.label} | " + " | ".join(cells) + " |")
         lines.append("")
 
-    figures = _plots(exp, runs, output, baseline, groups)
     if figures:
         lines += ["### Figures", ""] + [f"![{name}]({path.name})" for name, path in figures] + [""]
-    if cfg.get("notes"):
-        lines += [str(cfg["notes"]).strip(), ""]
-    write_text_atomic(output, "\n".join(lines))
-    return output
+    if exp.results.get("notes"):
+        lines += [str(exp.results["notes"]).strip(), ""]
+    return "\n".join(lines)
 
 
 def _plots(exp: Experiment, runs, output: Path, baseline, groups) -> list[tuple[str, Path]]:
