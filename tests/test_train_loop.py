@@ -111,6 +111,23 @@ def test_same_seed_gives_identical_runs(data, tmp_path):
     assert losses(tmp_path / "c") != losses(tmp_path / "a")
 
 
+def test_training_summary_counts_the_speed_from_the_resumed_step():
+    from types import SimpleNamespace
+
+    from delt_cli.training.batches import Layout
+    from delt_cli.training.loop import training_summary
+
+    layout = Layout(seq_len=32, batch_size=4, grad_accum=2, processes=1, sequences_per_epoch=100, max_steps=10)
+    cache = SimpleNamespace(num_tokens=3300)  # training_summary reads only the token count
+    facts = dict(warmup=2, precision="fp32", processes=1, parameters=123)
+    resumed = training_summary(layout, cache, records=[{"loss": 2.0}, {"loss": 1.5}], start_step=4, train_seconds=3.0, **facts)
+    assert (resumed["steps"], resumed["tokens"], resumed["global_batch"], resumed["dataset_tokens"]) == (10, 2560, 8, 3300)
+    assert resumed["tokens_per_s"] == 512.0  # 6 steps of 256 tokens in 3 s: the steps before the resume do not count
+    assert resumed["resumed_from_step"] == 4 and resumed["final_loss"] == 1.5
+    fresh = training_summary(layout, cache, records=[], start_step=0, train_seconds=0.0, **facts)
+    assert fresh["resumed_from_step"] is None and fresh["tokens_per_s"] is None and fresh["final_loss"] is None
+
+
 def test_resume_on_a_finished_run_is_a_no_op(finished, data):
     before = (finished / "manifest.json").read_text()
     result = invoke("train", str(data), "-o", str(finished), *TINY, "--max-steps", "8", "--save-every", "4", "--log-order", "--resume")

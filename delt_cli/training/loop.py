@@ -250,38 +250,91 @@ def train_run(
         metrics.close()
         if order is not None:
             order.close()
-        _save_final_model(model, tokenizer, run_dir / MODEL_DIR)
-        records = read_log(run_dir / METRICS)
-        plot_loss(records, run_dir / LOSS_PLOT, title=f"{Path(ds.spec).name}: {config.model}")
-        trained_tokens = total * layout.tokens_per_step
-        manifest = run.manifest(
-            inputs=ds.describe(),
-            outputs=[],
-            extra={
-                "outputs": {"model": MODEL_DIR, "metrics": METRICS, "loss_plot": LOSS_PLOT, **({"order": ORDER} if log_order else {})},
-                "run": run_id,
-                "training": {
-                    "steps": total,
-                    "tokens": trained_tokens,
-                    "dataset_tokens": cache.num_tokens,
-                    "sequences_per_epoch": layout.sequences_per_epoch,
-                    "global_batch": layout.global_batch,
-                    "warmup_steps": warmup,
-                    "precision": precision,
-                    "processes": dist.world,
-                    "parameters": sum(p.numel() for p in model.parameters()),
-                    "final_loss": records[-1]["loss"] if records else None,
-                    "tokens_per_s": round((total - start_step) * layout.tokens_per_step / train_seconds, 1) if train_seconds else None,
-                    "resumed_from_step": start_step or None,
-                },
-                "model": {"spec": config.model, "fingerprint": model_fingerprint(run_dir / MODEL_DIR)},
-                "versions": _versions(),
-            },
+        manifest = _finish_run(
+            run_dir, run, ds, config, run_id, model=model, tokenizer=tokenizer, layout=layout, cache=cache,
+            warmup=warmup, precision=precision, processes=dist.world, start_step=start_step, train_seconds=train_seconds, log_order=log_order,
         )
-        write_json_atomic(run_dir / MANIFEST_NAME, manifest)
         dist.barrier()
-        info(f"trained {total:,} steps ({trained_tokens:,} tokens), final loss {last_loss:.4f}; model in {run_dir / MODEL_DIR}")
+        info(f"trained {total:,} steps ({manifest['training']['tokens']:,} tokens), final loss {last_loss:.4f}; model in {run_dir / MODEL_DIR}")
         return manifest
+
+
+def _finish_run(
+    run_dir: Path,
+    run: RunInfo,
+    ds,
+    config: TrainConfig,
+    run_id: dict,
+    *,
+    model,
+    tokenizer,
+    layout: Layout,
+    cache: TokenCache,
+    warmup: int,
+    precision: str,
+    processes: int,
+    start_step: int,
+    train_seconds: float,
+    log_order: bool,
+) -> dict:
+    """After the last step, on the main process: the final model, the loss plot, then the run
+    manifest (written last: a run directory with a manifest is a finished run)."""
+    _save_final_model(model, tokenizer, run_dir / MODEL_DIR)
+    records = read_log(run_dir / METRICS)
+    plot_loss(records, run_dir / LOSS_PLOT, title=f"{Path(ds.spec).name}: {config.model}")
+    training = training_summary(
+        layout, cache, warmup=warmup, precision=precision, processes=processes, parameters=sum(p.numel() for p in model.parameters()),
+        records=records, start_step=start_step, train_seconds=train_seconds,
+    )
+    manifest = run_manifest(run, ds.describe(), run_id, training, model_spec=config.model, model_dir=run_dir / MODEL_DIR, log_order=log_order)
+    write_json_atomic(run_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def training_summary(
+    layout: Layout,
+    cache: TokenCache,
+    *,
+    warmup: int,
+    precision: str,
+    processes: int,
+    parameters: int,
+    records: list[dict],
+    start_step: int,
+    train_seconds: float,
+) -> dict:
+    """The manifest's "training" section: what was trained, and how fast (steps since the resume)."""
+    total = layout.total_steps
+    return {
+        "steps": total,
+        "tokens": total * layout.tokens_per_step,
+        "dataset_tokens": cache.num_tokens,
+        "sequences_per_epoch": layout.sequences_per_epoch,
+        "global_batch": layout.global_batch,
+        "warmup_steps": warmup,
+        "precision": precision,
+        "processes": processes,
+        "parameters": parameters,
+        "final_loss": records[-1]["loss"] if records else None,
+        "tokens_per_s": round((total - start_step) * layout.tokens_per_step / train_seconds, 1) if train_seconds else None,
+        "resumed_from_step": start_step or None,
+    }
+
+
+def run_manifest(run: RunInfo, inputs: dict, run_id: dict, training: dict, *, model_spec: str, model_dir: Path, log_order: bool) -> dict:
+    """The run's manifest.json: the command, the input, the run identity, the training summary,
+    the final model's fingerprint (read from `model_dir`, so write the model first) and versions."""
+    return run.manifest(
+        inputs=inputs,
+        outputs=[],
+        extra={
+            "outputs": {"model": MODEL_DIR, "metrics": METRICS, "loss_plot": LOSS_PLOT, **({"order": ORDER} if log_order else {})},
+            "run": run_id,
+            "training": training,
+            "model": {"spec": model_spec, "fingerprint": model_fingerprint(model_dir)},
+            "versions": _versions(),
+        },
+    )
 
 
 def _prepare(ds, config: TrainConfig, tokenizer, run_dir: Path, token_cache: Optional[Path], dist: Dist):
