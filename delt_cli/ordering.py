@@ -140,7 +140,7 @@ def order_dataset(
     with phase("ids"):
         ds.check_ids()
     n = ds.num_rows
-    rows = np.arange(n, dtype=np.int64)
+    rows = None  # the rows that take part (None: all); others are dropped (--drop-null)
     values = None
     with phase("keys"):
         if by is not None and method != "shuffle":
@@ -148,7 +148,9 @@ def order_dataset(
             if not valid.all():
                 rows = np.flatnonzero(valid)
                 values = values[rows]
-        groups = ds.read_groups(group_by)[0][rows] if group_by else None
+        groups = ds.read_groups(group_by)[0] if group_by else None
+        if groups is not None and rows is not None:
+            groups = groups[rows]
         if groups is not None:
             groups = np.unique(groups, return_inverse=True)[1].astype(np.int64)
     if shard_rows is None:
@@ -157,8 +159,8 @@ def order_dataset(
         if stage.finished:
             return read_manifest(Path(output)) or {}
         with phase("decide"):
-            local = compute_order(method, n=len(rows), values=values, groups=groups, folds=folds, descending=descending, seed=seed)
-            order = rows[local]
+            local = compute_order(method, n=n if rows is None else len(rows), values=values, groups=groups, folds=folds, descending=descending, seed=seed)
+            order = local if rows is None else rows[local]
         write_permuted(ds, order, stage.path, stage.metadata(), shard_rows=shard_rows)
         extra = {"ordering": {"method": method, "by": by, "folds": folds if method == "folding" else None,
                               "descending": descending, "seed": seed if method == "shuffle" else None,

@@ -161,8 +161,9 @@ def write_permuted(
     n_out = max(1, -(-total // shard_rows))
     if total == 0:
         return [_write_empty(dataset, directory / shard_name(0, 1), metadata)]
-    dest = np.full(dataset.num_rows, -1, dtype=np.int64)
-    dest[order] = np.arange(total, dtype=np.int64)
+    index = np.int32 if dataset.num_rows < 2**31 else np.int64  # 4 bytes per row where that is enough
+    dest = np.full(dataset.num_rows, -1, dtype=index)
+    dest[order] = np.arange(total, dtype=index)
     scratch = Path(scratch) if scratch is not None else directory / ".buckets"
     scratch.mkdir(parents=True, exist_ok=True)
     offsets = dataset.offsets
