@@ -240,3 +240,18 @@ def test_summary_pairs_each_seed_with_the_baseline_and_the_table_reports_unrun_c
     assert sum(line.startswith("| `shuffle`") for line in lines) == 1
     assert "| big model | 2.500 | 2.400 | – | 50.0 |" in lines and "| later | not run yet | | | |" in lines
     assert "![grid](c-grid.png)" in lines
+
+
+def test_the_per_domain_plot_takes_runs_that_lack_a_domain(tmp_path):
+    from delt_cli.experiment.results import _plots
+
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG.format(pool=tmp_path))
+    exp = load_experiment(config, work_root=tmp_path / "runs")
+    runs = {
+        "shuffle": {0: heldout(3.0, a=3.5, b=2.5), 1: heldout(3.2, a=3.7, b=2.7)},
+        "sort": {0: heldout(2.9, a=3.0, b=2.8), 1: heldout(3.4, a=3.6)},  # seed 1 has no group b (it raised KeyError)
+        "gfold": {},
+    }
+    made = dict(_plots(exp, runs, tmp_path / "r.md", "shuffle", ["a", "b"]))
+    assert made["per-domain Δ"].stat().st_size > 1000

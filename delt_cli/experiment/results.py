@@ -271,7 +271,11 @@ def _plots(exp: Experiment, runs, output: Path, baseline, groups) -> list[tuple[
             for i, g in enumerate(groups):
                 vals = []
                 for c in others:
-                    d = [_heldout(r)["groups"][g]["loss"] - _heldout(runs[baseline][s])["groups"][g]["loss"] for s, r in runs[c].items() if s in runs[baseline]]
+                    d = [
+                        _heldout(r)["groups"][g]["loss"] - _heldout(runs[baseline][s])["groups"][g]["loss"]
+                        for s, r in runs[c].items()
+                        if s in runs[baseline] and g in _heldout(r).get("groups", {}) and g in _heldout(runs[baseline][s]).get("groups", {})
+                    ]  # a run without that domain (an eval on other data) adds nothing to its bar
                     vals.append(float(np.mean(d)) if d else 0.0)
                 ax.bar(np.arange(len(others)) + (i - (len(groups) - 1) / 2) * width, vals, width, label=g)
             ax.axhline(0, color="black", linewidth=0.8)
