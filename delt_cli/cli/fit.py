@@ -19,8 +19,8 @@ EXAMPLES = """
 delt fit pool-emb -o gotd-fit --method gotd --target target-emb
 delt fit pool-emb -o gotd-fit --method gotd --target target-emb --group-by domain   # + OT distance per domain
 delt fit raw -o dsir-fit --method dsir --target target
-delt fit raw -o lqs-fit --method lqs --model llama-3m --tokenizer cache/gpt2 --target target
-delt score raw/part-00007.parquet -o scored --fit gotd-fit     # any shard, anywhere: the same scores
+delt fit raw -o lqs-fit --method lqs --model llama-3m --tokenizer gpt2 --target target
+delt score pool-emb/part-00007.parquet -o scored --fit gotd-fit     # any shard, anywhere: the same scores
 ```
 
 Writes FIT/fit.json (method, options, input fingerprint, delt version, model fingerprints,

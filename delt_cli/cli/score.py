@@ -19,16 +19,16 @@ EXAMPLES = """
 **Examples**
 
 ```
-delt score raw -o scored --method length --tokenizer cache/gpt2
-delt score raw -o ppl --method perplexity --model ~/.cache/delt_cli/models/smollm2-135m --max-length 256
-delt score raw -o ann --method lqs --model llama-3m --tokenizer cache/gpt2 --target target/ --proxy-size 2048
+delt score raw -o scored --method length --tokenizer gpt2
+delt score raw -o ppl --method perplexity --model smollm2 --max-length 256
+delt score raw -o ann --method lqs --model llama-3m --tokenizer gpt2 --target target/ --proxy-size 2048
 delt distill ann -o scorer --column lqs_z
 delt score raw -o lqs --method scorer --scorer scorer
-delt score raw -o scored --method perplexity --model M --processes 2
+delt score raw -o scored --method perplexity --model smollm2 --processes 2
 delt score emb -o scored --method gotd --target target-emb --epsilon-relative 0.05
 delt fit emb -o fit --method gotd --target target-emb && delt score 'emb/part-0001*.parquet' -o scored --fit fit
 delt score raw -o scored --method kenlm --model wiki.arpa
-delt score raw -o scored --method perplexity --model M --rank 0 --world-size 8   # then: delt finish scored
+delt score raw -o scored --method perplexity --model smollm2 --rank 0 --world-size 8   # then: delt finish scored
 ```
 
 Adds score columns to every shard; all other columns are kept. Per shard, resumable with --resume.

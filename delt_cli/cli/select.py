@@ -17,8 +17,8 @@ delt select scored -o cheap --by gotd --lowest --top-k 10000
 delt select scored -o rand --random-r 0.5 --seed 1
 delt select scored -o budget --by lqs --budget-tokens 2000000 --tokenizer gpt2
 delt select scored -o fair --by ppl --lowest --top-r 0.5 --group-by domain
-delt select raw -o sel --by score --top-r 0.5 | delt order - -o ord --method folding --by score
-delt select raw -o sel --by score --top-r 0.5 --lazy | delt order - -o ord --method folding --by score
+delt select scored -o sel --by lqs --top-r 0.5 | delt order - -o ord --method folding --by lqs
+delt select scored -o sel --by lqs --top-r 0.5 --lazy | delt order - -o ord --method folding --by lqs
 ```
 
 Selection is global across shards and keeps dataset order; ties at the cut go to the earlier row.
