@@ -393,10 +393,10 @@ def breakdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
+def write_docs(text: str, block: str) -> None:
     path = REPO / "docs" / "benchmarks.md"
     doc = path.read_text()
-    start, end = "<!-- BEGIN select-order -->", "<!-- END select-order -->"
+    start, end = f"<!-- BEGIN {block} -->", f"<!-- END {block} -->"
     block = f"{start}\n{text}\n{end}"
     if start in doc:
         doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end):]
@@ -425,12 +425,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="rounds per size and input; tables show medians (default 3)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--docs-block", default="select-order", help="the marked block of docs/benchmarks.md that --write-docs replaces (default select-order)")
+    ap.add_argument("--wait-load", type=float, default=None, help="before starting, wait until the 1-minute load average is below this (at most --wait-max seconds)")
+    ap.add_argument("--wait-max", type=float, default=3600)
     args = ap.parse_args()
     sizes = args.rows or [1_000_000]
     args.input = args.input or ["delt", "foreign"]
     args.variant = args.variant or list(VARIANTS)
     args.codec = args.codec or ["zstd"]
     args.baseline = [] if args.no_baselines else (args.baseline or ["reference", "duckdb", "polars"])
+    if args.wait_load is not None:
+        deadline = time.time() + args.wait_max
+        while loadavg() >= args.wait_load and time.time() < deadline:
+            time.sleep(15)
+        print(f"starting at load {loadavg():.1f}", file=sys.stderr)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []
@@ -445,7 +453,7 @@ def main() -> None:
     cmd = ("python scripts/bench_select_order.py" + "".join(f" --rows {n}" for n in sizes) + "".join(f" --input {k}" for k in args.input)
            + "".join(f" --variant {v}" for v in args.variant) + "".join(f" --codec {c}" for c in args.codec if args.codec != ["zstd"])
            + (" --no-baselines" if args.no_baselines else "".join(f" --baseline {b}" for b in args.baseline)) + f" --text-bytes {args.text_bytes}" * (args.text_bytes != 500)
-           + f" --repeats {args.repeats}" + " --write-docs" * args.write_docs)
+           + f" --repeats {args.repeats}" + " --write-docs" * args.write_docs + (f" --docs-block {args.docs_block}" if args.docs_block != "select-order" else ""))
     loads = [x for r in results for x in r["load"]]
     text = (
         "## Select and order (`scripts/bench_select_order.py`)\n\n"
@@ -461,7 +469,7 @@ def main() -> None:
     )
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_docs(text, args.docs_block)
 
 
 if __name__ == "__main__":
