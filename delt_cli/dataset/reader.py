@@ -486,6 +486,15 @@ def read_manifest_at(folder) -> dict | None:
         return None
 
 
+def _manifest_exists(folder) -> bool:
+    from delt_cli.dataset.provenance import MANIFEST_NAME
+
+    try:
+        return (folder / MANIFEST_NAME).is_file()
+    except (DeltError, OSError):
+        return False
+
+
 def allow_incomplete_default() -> bool:
     return os.environ.get("DELT_ALLOW_INCOMPLETE", "") not in ("", "0")
 
@@ -504,6 +513,8 @@ def check_complete(shards: Sequence[Shard], delt_written: set[Path]) -> None:
         manifest = read_manifest_at(folder)
         present = {p.name: p for p in _entries(folder)[0] if p.name.endswith(".parquet") and not p.name.startswith(".")}
         if manifest is None:
+            if _manifest_exists(folder):
+                raise DeltError(f"{folder}: manifest.json is not a readable JSON manifest (damaged or edited by hand); {_finish_hint(folder)}")
             raise DeltError(f"{folder}: an unfinished delt output (no manifest.json; {len(present)} shard(s) written so far); {_finish_hint(folder)}")
         try:
             listed = {o["name"]: o for o in manifest["outputs"]["shards"]}

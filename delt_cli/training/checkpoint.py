@@ -199,9 +199,9 @@ def _prune(root: Path, *, keep: int, current: str) -> None:
     for path in done[:-keep]:
         if path.name != current:
             shutil.rmtree(path, ignore_errors=True)
-    for path in root.iterdir():  # temporaries left by a process that was killed while saving
+    for path in root.iterdir():  # temporaries (a checkpoint, latest.json) left by a process killed while saving
         tmp = parse_temporary(path)
-        if tmp is not None and tmp.target.startswith("step-") and not tmp.mine:
+        if tmp is not None and not tmp.mine:
             remove(path)
 
 
