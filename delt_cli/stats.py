@@ -150,12 +150,15 @@ def render(stats: dict) -> None:
     head.add_row("columns", ", ".join(f"{k} ({v})" for k, v in stats["columns"].items()))
     console.print(head)
     table = Table(title="distributions", show_lines=False)
-    for col in ("column", "mean", "std", "min", "p10", "p50", "p90", "max", "nulls", "histogram"):
-        table.add_column(col, justify="right" if col not in ("column", "histogram") else "left")
     rows = []
     if "text_chars" in stats:
         rows.append(("text chars", stats["text_chars"]))
     rows.extend(stats.get("numeric", {}).items())
+    names_width = max([len("column"), *(len(name) for name, _ in rows)])
+    for col in ("column", "mean", "std", "min", "p10", "p50", "p90", "max", "nulls", "histogram"):
+        # names are never wrapped or cut, whatever width the console has (a narrow terminal shrinks the numbers)
+        extra = {"min_width": names_width, "no_wrap": True} if col == "column" else {}
+        table.add_column(col, justify="right" if col not in ("column", "histogram") else "left", **extra)
     for name, s in rows:
         if "mean" not in s:
             table.add_row(name, *["-"] * 7, str(s.get("nulls", 0)), "")

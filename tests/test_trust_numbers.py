@@ -305,3 +305,18 @@ def test_a_reader_that_stops_early_ends_the_command_quietly():
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141, err
     assert "error" not in err.lower()
+
+
+def test_stats_names_are_whole_even_on_a_narrow_console(monkeypatch):
+    """A narrow console (a small terminal, or COLUMNS) shrinks the numbers, never the column names."""
+    from rich.console import Console
+
+    from delt_cli.stats import render
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(console_module, "console", Console(file=buffer, width=40))
+    summary = {"mean": 1.0, "std": 0.0, "min": 1, "p10": 1, "p50": 1, "p90": 1, "max": 1, "nulls": 0}
+    render({"dataset": "d", "rows": 3, "shards": 1, "bytes": 10, "columns": {"a": "int64"}, "text_chars": summary,
+            "numeric": {"a_very_long_column_name": summary}})
+    lines = buffer.getvalue().splitlines()
+    assert any("text chars" in line for line in lines) and any("a_very_long_column_name" in line for line in lines)
