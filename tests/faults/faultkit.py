@@ -15,13 +15,15 @@ from typing import Optional
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHIM = Path(__file__).with_name("faultshim.py")
+HERE = Path(__file__).resolve().parent
 
 
 def delt_env(extra: Optional[dict] = None) -> dict:
+    """The environment of a delt process: this checkout first, and faultshim installed at start-up
+    (tests/faults/inject/sitecustomize.py) in it and in the processes it starts."""
     return {
         **os.environ,
-        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE / "inject"), str(HERE), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
         "DELT_IO_THREADS": "2",
         **(extra or {}),
@@ -29,7 +31,33 @@ def delt_env(extra: Optional[dict] = None) -> dict:
 
 
 def _argv(args) -> list[str]:
-    return [sys.executable, str(SHIM), *[str(a) for a in args]]
+    return [sys.executable, "-m", "delt_cli", *[str(a) for a in args]]
+
+
+def _state(pid: int) -> tuple[Optional[str], Optional[int]]:
+    """(state letter, parent pid) of a process, or (None, None) when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None, None
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and every process below it (the ranks that `--processes N` starts under torchrun)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            _, ppid = _state(int(entry.name))
+            if ppid is not None:
+                parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(parents.get(p, []))
+    return found
 
 
 def delt(*args, env: Optional[dict] = None, fsize: Optional[int] = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -69,19 +97,19 @@ class Proc:
 
     def state(self) -> Optional[str]:
         """The kernel's state letter (R, S, T, Z, ...), or None once reaped."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return None
-        return stat.rsplit(")", 1)[1].split()[0]
+        return _state(self.pid)[0]
+
+    def stopped(self) -> list[int]:
+        """The processes of this command (itself and those it started) stopped at their pause point."""
+        return [p for p in family(self.pid) if _state(p)[0] == "T"]
 
     def wait_stopped(self, timeout: float = 300) -> None:
-        """Wait until the process has stopped itself at its DELT_FAULT_PAUSE point."""
+        """Wait until the process (or one it started) has stopped itself at its DELT_FAULT_PAUSE point."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
                 raise AssertionError(f"delt exited ({self.popen.returncode}) before its pause point: {self.stderr[-3000:]}")
-            if self.state() == "T":
+            if self.state() == "T" or self.stopped():
                 return
             time.sleep(0.005)
         raise AssertionError(f"delt did not reach its pause point in {timeout} s: {self.stderr[-3000:]}")
@@ -98,12 +126,17 @@ class Proc:
         raise AssertionError(f"{path} did not appear in {timeout} s")
 
     def kill(self) -> None:
-        self.popen.send_signal(signal.SIGKILL)
+        for pid in reversed(family(self.pid)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.popen.wait()
 
     def cont(self, timeout: float = 600) -> int:
-        """Let a stopped process go on; wait for it to end; its exit status."""
-        self.popen.send_signal(signal.SIGCONT)
+        """Let the stopped process(es) go on; wait for the command to end; its exit status."""
+        for pid in self.stopped() or [self.pid]:
+            os.kill(pid, signal.SIGCONT)
         return self.popen.wait(timeout=timeout)
 
 
@@ -128,8 +161,7 @@ class Launcher:
     def cleanup(self) -> None:
         for proc in self.started:
             if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGKILL)
-                proc.popen.wait()
+                proc.kill()
 
 
 # -- what the tests look at ------------------------------------------------------------------

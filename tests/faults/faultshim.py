@@ -1,18 +1,21 @@
-"""Run the delt CLI with a pause injected at one rename: the fault tests' way to stop a real
-process at an exact point (then SIGKILL it, or start a second writer while it holds the lock).
+"""A pause injected at one rename: the fault tests' way to stop a real delt process at an exact
+point (then SIGKILL it, or start a second writer while it holds the lock).
+
+Installed at start-up by tests/faults/inject/sitecustomize.py in every Python process that the
+fault tests start (faultkit puts that folder on PYTHONPATH), when DELT_FAULT_PAUSE is set:
 
     DELT_FAULT_PAUSE=before:manifest.json     stop just before a file named manifest.json is
                                               renamed into place (its temporary is complete)
     DELT_FAULT_PAUSE=after:part-00002.parquet#1   stop just after the first rename onto that name
-
     DELT_FAULT_PAUSE=after:holder.json+unlock  stop at the first lock release (fcntl.flock LOCK_UN)
                                               after that rename: the output guard holds the writer
                                               lock and has let go of its short bookkeeping lock
 
 The part after ':' is an fnmatch pattern on the destination's file name; '#N' picks the Nth
-matching rename (default 1). The process stops itself with SIGSTOP; `faultkit.wait_stopped`
-waits for that. Nothing else changes: the delt code runs as it is, only os.replace/os.rename
-(which every temporary-then-rename write of delt goes through) are wrapped.
+matching rename in that process (default 1). The process stops itself with SIGSTOP;
+`faultkit.Proc.wait_stopped` waits for that. Nothing else changes: the delt code runs as it
+is, only os.replace/os.rename (which every temporary-then-rename write of delt goes through)
+and, with +unlock, fcntl.flock are wrapped.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import signal
-import sys
 
 
-def _install(spec: str) -> None:
+def install(spec: str) -> None:
     when, _, rest = spec.partition(":")
     rest, plus, _ = rest.partition("+unlock")
     pattern, _, nth = rest.partition("#")
@@ -68,10 +70,3 @@ def _install(spec: str) -> None:
 
         fcntl.flock = flock
 
-
-if __name__ == "__main__":
-    if os.environ.get("DELT_FAULT_PAUSE"):
-        _install(os.environ["DELT_FAULT_PAUSE"])
-    from delt_cli.cli.main import main
-
-    sys.exit(main())
