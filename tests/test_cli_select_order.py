@@ -288,3 +288,22 @@ def test_console_script_loads_only_the_command_it_runs(dataset, tmp_path):
     assert helped.returncode == 0
     for name in ("prepare", "score", "select", "order", "stats", "embed", "distill", "train", "eval", "report", "tasks", "assets"):
         assert f" {name} " in helped.stdout, name
+
+
+def test_timings_line_only_when_asked(dataset, tmp_path):
+    """DELT_TIMINGS=1: one `delt-timings` JSON line on stderr with CPU seconds per phase (the
+    benchmark's breakdown); stdout still carries only the output path."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "DELT_TIMINGS": "1"}
+    proc = subprocess.run([*DELT, "order", str(dataset), "-o", str(tmp_path / "o"), "--method", "folding", "--by", "score"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "o")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("delt-timings ")]
+    assert len(lines) == 1
+    t = json.loads(lines[0].split(" ", 1)[1])
+    assert t["command"] == "order" and t["wall_s"] > 0 and t["process_cpu_s"] >= t["cpu_s"]["encode"] > 0
+    assert {"ids", "keys", "decide", "decode", "bucket", "gather", "encode"} <= set(t["cpu_s"])
+    env.pop("DELT_TIMINGS")
+    proc = subprocess.run([*DELT, "select", str(dataset), "-o", str(tmp_path / "s"), "--by", "score", "--top-r", "0.5"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "delt-timings" not in proc.stderr
