@@ -232,3 +232,54 @@ def test_each_shard_alone_in_its_own_process_equals_one_run(corpus, tmp_path, me
         alone = pq.read_table(tmp_path / f"alone-{shard.stem}" / shard.name, columns=["id", *cols])
         assert alone.equals(one), (method, shard.name)  # the same values, exactly
     assert pq.read_table(tmp_path / "all" / shards[0].name).num_rows > 0
+
+
+# -- the Slurm example, with a stand-in sbatch that runs each job at once -------------------------
+
+FAKE_SBATCH = r"""#!/bin/bash
+# A stand-in for sbatch: runs the job now (jobs are submitted in dependency order); an --array
+# runs every index, last first, each with the environment a Slurm array task has.
+array="" script=""
+for a in "$@"; do
+    case "$a" in
+        --array=*) array=${a#--array=} ;;
+        -*) ;;
+        *) script=$a ;;
+    esac
+done
+echo "$*" >> "$SBATCH_LOG"
+if [ -n "$array" ]; then
+    lo=${array%-*} hi=${array#*-}
+    for ((i = hi; i >= lo; i--)); do
+        SLURM_ARRAY_TASK_ID=$i SLURM_ARRAY_TASK_COUNT=$((hi - lo + 1)) SLURM_ARRAY_TASK_MIN=$lo bash "$script" >&2 || exit 1
+    done
+else
+    bash "$script" >&2 || exit 1
+fi
+echo $((RANDOM + 1000))
+"""
+
+
+@pytest.mark.slow
+def test_slurm_example_fit_array_finish(corpus, tmp_path):
+    root, pool, target, model = corpus
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    path = f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    out, fit = tmp_path / "scored", tmp_path / "fit"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm" / "submit.sh"), str(pool), str(out), str(fit), "3", "dsir", "--target", str(target), "--pool-size", "25"],
+        env=env(PATH=path, SBATCH_LOG=str(tmp_path / "sbatch.log")), capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == str(out)
+    log = (tmp_path / "sbatch.log").read_text().splitlines()
+    assert len(log) == 3 and "--dependency=afterok:" in log[1] and "--array=0-2" in log[1] and "--dependency=afterok:" in log[2]
+    delt("score", pool, "-o", tmp_path / "ref", "--fit", fit)
+    assert shard_bytes(out) == shard_bytes(tmp_path / "ref")
+    delt("score", pool, "-o", tmp_path / "one", "--method", "dsir", "--target", target, "--pool-size", "25")
+    for shard in shard_bytes(out):
+        assert pq.read_table(out / shard, columns=["dsir", "dsir_gumbel"]).equals(pq.read_table(tmp_path / "one" / shard, columns=["dsir", "dsir_gumbel"]))
+    assert json.loads((out / "manifest.json").read_text())["processes"] == 3
