@@ -172,3 +172,38 @@ def test_file_size_limit_names_the_file(big, small, tmp_path, args, kind):
         assert not (out / "manifest.json").exists()
         assert delt("stats", out).returncode == 1  # unfinished, or no shard at all
     assert leftovers(out) == []
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill `disk` up to `leave` bytes of free space."""
+    st = os.statvfs(disk)
+    with open(disk / "ballast", "wb") as fh:
+        fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+
+
+@pytest.mark.assets
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="train on a full disk: 'error: OSError: [Errno 28] No space left on device' or '6210 requested and 6080 written', no file named (the token cache's np.save in training/tokens.py)",
+)
+def test_train_on_a_full_disk_names_the_file(disk):
+    from trainkit import corpus
+
+    data = corpus(disk.parent / "data", n=40)
+    _fill(disk, 24 * 1024)
+    run_dir = disk / "run"
+    res = delt("train", data, "-o", run_dir, "--model", "llama-tiny", "--tokenizer", "gpt2", "--seq-len", "32", "--batch-size", "4", "--max-steps", "2")
+    error_line(res, f"{disk}/", "no space left on device")
+    assert not (run_dir / "manifest.json").exists()
+
+
+def test_eval_results_past_a_file_size_limit_name_the_file(tmp_path):
+    from trainkit import tiny_model_dir
+
+    data = write_dataset(tmp_path / "data", 20, shards=1)
+    model = tiny_model_dir(tmp_path / "model")
+    results = tmp_path / "results.json"
+    res = delt("eval", model, "-o", results, "--tasks", "heldout", "--heldout", data, "--limit", "2", fsize=1024)
+    error_line(res, f"--output {results}: cannot write", "file too large")
+    assert not results.exists() and leftovers(results) == []
