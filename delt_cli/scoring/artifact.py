@@ -37,7 +37,7 @@ KIND = "delt-fit"
 IN_OUTPUT = ".delt-fit"  # where `delt score --method M` keeps the fit inside its output
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -52,10 +52,10 @@ def write(directory: Path, scorer, fitted: Fitted, dataset, *, argv: Optional[li
         files = {}
         for name, array in sorted(fitted.arrays.items()):
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-            files[f"{name}.npy"] = _sha256(tmp / f"{name}.npy")
+            files[f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
         for name, table in sorted(fitted.tables.items()):
             pq.write_table(table.replace_schema_metadata(None), tmp / f"{name}.parquet", compression="zstd")
-            files[f"{name}.parquet"] = _sha256(tmp / f"{name}.parquet")
+            files[f"{name}.parquet"] = sha256_file(tmp / f"{name}.parquet")
         manifest = {
             "kind": KIND,
             "delt_version": __version__,
@@ -100,7 +100,7 @@ def load(directory: Path, manifest: dict, *, flag: str = "--fit") -> Fitted:
         path = directory / name
         if not path.is_file():
             raise DeltError(f"{flag} {directory}: {name} is missing (listed in {FIT_NAME})")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise DeltError(f"{flag} {directory}: {name} differs from what {FIT_NAME} records (modified or corrupt); refit with `delt fit`")
         try:
             if name.endswith(".npy"):

@@ -19,7 +19,6 @@ whitespace words with KenLM's lmplz). Needs the ``kenlm`` package: ``pip install
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import os
@@ -74,14 +73,6 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def file_fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:32]
-
-
 def check_model_file(path: Path) -> None:
     """An ARPA file (its first non-blank line is \\data\\) or a KenLM binary; one line otherwise."""
     if not path.is_file():
@@ -122,7 +113,9 @@ class KenLMScorer(Scorer):
     def references(self) -> dict:
         path = Path(self.options.model)
         check_model_file(path)
-        return {"model": str(path), "model_fingerprint": file_fingerprint(path)}
+        from delt_cli.scoring.artifact import sha256_file
+
+        return {"model": str(path), "model_fingerprint": sha256_file(path)[:32]}
 
     def prepare(self, dist) -> None:
         import kenlm
