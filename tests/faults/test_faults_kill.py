@@ -239,6 +239,9 @@ def test_killed_train_resumes_to_the_same_metrics_and_order(train_data, launch, 
     proc.wait_stopped(timeout=600)
     proc.kill()
     assert not (run_dir / "manifest.json").exists()
+    if pause == MANIFEST:  # every step done, the model written: still not a finished run to evaluate
+        refused = delt("eval", run_dir, "--tasks", "heldout", "--heldout", data, "--limit", "2")
+        error_line(refused, f"MODEL {run_dir}: a training run that has not finished (no manifest.json)")
     resumed = delt("train", data, "-o", run_dir, *TINY, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert losses(run_dir) == losses(whole)
