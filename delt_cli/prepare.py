@@ -1,7 +1,9 @@
-"""`delt prepare`: raw sources (JSONL, JSONL.gz, text, CSV, Parquet) -> a dataset of shards.
+"""`delt prepare`: raw sources (JSON lines and CSV, plain, .gz or .zst; text; Parquet; Arrow
+files and Hugging Face save_to_disk directories) -> a dataset of shards.
 
 Sources are read (`delt_cli.prepare_sources`) as streams of record batches, in the order
-given (a directory contributes its supported files sorted by path), and written
+given (a directory contributes its supported files sorted by path, a save_to_disk
+directory its Arrow files in its state.json's order), and written
 as shards of ``shard_rows`` rows. Rows whose text is null or blank are dropped
 and counted. Invalid UTF-8 is an error naming the file and line unless
 ``--on-invalid-utf8`` says to replace or skip it.
@@ -11,7 +13,9 @@ Columns: the output always has ``id`` and ``text`` first. ``--text-column`` and
 need neither flag. Ids are kept from the source's id column when it has one;
 otherwise every row gets ``<source>:<n>``, where <source> is the file's path
 relative to the argument it came from and n is the record's position in that
-file (counted before empty or skipped rows are dropped, so ids do not shift).
+file (counted before empty or skipped rows are dropped, so ids do not shift):
+for a file given as an argument or at the top of a directory argument, the id
+that every reading command derives for it (`dataset.reader.derived_ids`).
 ``--id-prefix source`` prefixes every id with ``<name>:``, the name of the
 argument it came from, so that sources numbered alike can be combined.
 

@@ -1,17 +1,25 @@
-"""Raw source files (JSONL, text, CSV, Parquet) read as record batches for `delt prepare`.
+"""Raw source files (JSONL, text, CSV, Parquet, Arrow) read as record batches for `delt prepare`.
 
 Every reader yields `Records`: a table, the record number of each row in its file
 (generated ids come from it, so they stay put when other records are dropped or
 skipped) and a `where(row)` that says where a row came from ("line 12") in messages.
 
+**Formats** come from the name: JSON lines and CSV/TSV, each plain or compressed
+(`.gz`, `.zst`: `dataset/jsonl.py` decompresses by suffix for both), text, Parquet, and
+Arrow IPC files (`.arrow`, stream or file format). A Hugging Face `save_to_disk`
+directory (`state.json`, `dataset_info.json`, `data-*.arrow`) contributes the Arrow files
+its `state.json` lists, in that order, and not its metadata; a `DatasetDict` directory is
+refused with its splits named (dataset/sources.py reads both for the readers).
+
 **Encoding.** Text must be UTF-8. `Utf8Policy` decides what an invalid byte sequence
 does: ``error`` (the default: the message names the file and line), ``replace``
 (each invalid sequence becomes U+FFFD, as Python's ``errors="replace"``) or ``skip``
 (the record holding it is dropped: a JSONL line, a CSV record, a text document).
-Parquet string columns are checked too, so nothing with invalid UTF-8 is passed on.
+Parquet and Arrow string columns are checked too, so nothing with invalid UTF-8 is passed on.
 
 **JSONL columns come from the whole file.** A file is read in chunks of whole lines
-(`CHUNK_BYTES`). Each chunk is parsed against the columns known so far; a chunk
+(`CHUNK_BYTES`; chunks, parsing and schema merging are dataset/jsonl.py's, as the readers
+use them). Each chunk is parsed against the columns known so far; a chunk
 that brings a new field or needs a wider type (a number field holding 1.5 further
 down, a date field holding other text) makes the reader scan the rest of the file
 for its full schema and raise `SchemaWidened`, and the caller starts again with that
@@ -25,40 +33,38 @@ from __future__ import annotations
 import enum
 import io
 import re
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from delt_cli.dataset import jsonl, sources
 from delt_cli.dataset.provenance import MANIFEST_NAME
 from delt_cli.errors import DeltError
 
-SUFFIXES = {
+FORMATS = {  # name suffix (before any compression suffix) -> format
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".ndjson": "jsonl",
-    ".jsonl.gz": "jsonl.gz",
-    ".json.gz": "jsonl.gz",
-    ".ndjson.gz": "jsonl.gz",
     ".txt": "text",
     ".md": "text",
     ".text": "text",
     ".csv": "csv",
-    ".csv.gz": "csv",
     ".tsv": "tsv",
     ".parquet": "parquet",
+    ".arrow": "arrow",
 }
+COMPRESSIBLE = {"jsonl", "csv", "tsv"}  # formats read as a stream, so also .gz or .zst
+ACCEPTED = (
+    "JSON lines (.jsonl, .json, .ndjson), CSV (.csv), TSV (.tsv), each optionally .gz or .zst; "
+    "text (.txt, .md, .text), Parquet (.parquet), Arrow (.arrow, a save_to_disk directory)"
+)
 
 CHUNK_BYTES = 8 << 20  # whole lines of JSONL (or bytes of CSV) parsed at a time
-READ_BYTES = 1 << 20  # read from the (decompressing) stream at a time: a truncation is found within this much
-PARSE_BLOCK = 1 << 20  # pyarrow parses a chunk in blocks of this size on several threads
-JSON_BLANK = b" \t\r\n"  # what the JSON parser skips between records
 
 
 class Utf8Policy(str, enum.Enum):
@@ -67,12 +73,13 @@ class Utf8Policy(str, enum.Enum):
     skip = "skip"
 
 
-def _split_suffix(name: str) -> tuple[str, Optional[str]]:
-    lower = name.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)], SUFFIXES[suffix]
-    return name, None
+def _split_suffix(name: str) -> tuple[str, Optional[str], Optional[str]]:
+    """(name without its suffixes, format, compression); format None for a name prepare does not read."""
+    base, compression = jsonl.split_compression(name)
+    suffix = sources.longest_suffix(base, FORMATS)
+    if suffix is None or compression and FORMATS[suffix] not in COMPRESSIBLE:
+        return name, None, None
+    return base[: -len(suffix)], FORMATS[suffix], compression
 
 
 def source_format(path: Path) -> Optional[str]:
@@ -86,6 +93,7 @@ class Source:
     fmt: str
     name: str = ""  # the argument's file or directory name without format suffix (--id-prefix source)
     origin: str = ""  # the argument it came from, as given
+    compression: Optional[str] = None  # gzip, zstd (from the name)
 
 
 def _is_dataset_manifest(path: Path) -> bool:
@@ -93,24 +101,47 @@ def _is_dataset_manifest(path: Path) -> bool:
     return path.name == MANIFEST_NAME and any(path.parent.glob("*.parquet"))
 
 
+def _directory_files(root: Path) -> list[Path]:
+    """The source files under `root`, sorted by path; a save_to_disk directory gives the Arrow
+    files its state.json lists, in that order, where its first file would sort (the metadata
+    and any other file in it are no sources); a DatasetDict anywhere is refused (sources.hf_data_files)."""
+    files: list[Path] = []
+    listed: dict[Path, Optional[list[Path]]] = {}  # directory -> its save_to_disk files (None: not one)
+    for path in sorted(root.rglob("*")):
+        if path.name == "dataset_dict.json":
+            sources.hf_data_files(path.parent)  # raises, naming the splits
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        folder = path.parent
+        if folder not in listed:
+            listed[folder] = sources.hf_data_files(folder)
+            if listed[folder] is not None:
+                files.extend(listed[folder])
+        if listed[folder] is None and source_format(path) and not _is_dataset_manifest(path):
+            files.append(path)
+    return files
+
+
 def discover_sources(specs: Sequence[str | Path]) -> list[Source]:
-    sources: list[Source] = []
+    found: list[Source] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and source_format(p) and not p.name.startswith(".") and not _is_dataset_manifest(p))
+            files = _directory_files(path)
             if not files:
-                raise DeltError(f"{spec}: directory has no supported source files ({', '.join(sorted(SUFFIXES))})")
+                raise DeltError(f"{spec}: directory has no supported source files ({ACCEPTED})")
             name = path.name or path.resolve().name
-            sources.extend(Source(p, str(p.relative_to(path)), source_format(p), name, str(spec)) for p in files)
+            for p in files:
+                _, fmt, compression = _split_suffix(p.name)
+                found.append(Source(p, str(p.relative_to(path)), fmt or "arrow", name, str(spec), compression))
         elif path.is_file():
-            stem, fmt = _split_suffix(path.name)
+            stem, fmt, compression = _split_suffix(path.name)
             if fmt is None:
-                raise DeltError(f"{spec}: unsupported source type (expected one of {', '.join(sorted(SUFFIXES))})")
-            sources.append(Source(path, path.name, fmt, stem, str(spec)))
+                raise DeltError(f"{spec}: unsupported source type (expected {ACCEPTED})")
+            found.append(Source(path, path.name, fmt, stem, str(spec), compression))
         else:
             raise DeltError(f"{spec}: no such file or directory")
-    return sources
+    return found
 
 
 @dataclass
@@ -139,10 +170,12 @@ def read_source(src: Source, *, policy: Utf8Policy, paragraphs: bool, text_colum
     counts = counts if counts is not None else {}
     if src.fmt == "text":
         raw = _text(src, policy, paragraphs=paragraphs, text_column=text_column, counts=counts)
-    elif src.fmt.startswith("jsonl"):
+    elif src.fmt == "jsonl":
         raw = _jsonl(src, policy, schema=schema, widen=widen, counts=counts)
     elif src.fmt in ("csv", "tsv"):
         raw = _csv(src, policy, counts=counts)
+    elif src.fmt == "arrow":
+        raw = _arrow(src)
     else:
         raw = _parquet(src, batch_rows)
     for records in raw:
@@ -190,239 +223,39 @@ def _has_escaped_bytes(text: str) -> bool:
 # ------------------------------------------------------------------------ JSONL
 
 
-@dataclass
-class _Chunk:
-    """Whole lines of a JSONL file. Lines skipped for invalid UTF-8 are emptied (not removed), so
-    line numbers hold; `skipped` lists their record offsets within the chunk."""
-
-    data: bytes
-    first_line: int  # 1-based line number of the chunk's first line
-    skipped: list = field(default_factory=list)
-    _record_lines: Optional[np.ndarray] = None
-
-    @property
-    def blank(self) -> bool:
-        return not self.data.strip(JSON_BLANK)
-
-    def line_of(self, row: int) -> int:
-        """File line of the `row`-th record the parser returns for this chunk."""
-        if self._record_lines is None:
-            lines = self.data.split(b"\n")
-            self._record_lines = np.asarray([i for i, line in enumerate(lines) if line.strip(JSON_BLANK)], dtype=np.int64)
-        return self.first_line + int(self._record_lines[min(row, len(self._record_lines) - 1)])
-
-    def where(self, row: int) -> str:
-        return f"line {self.line_of(row)}"
-
-    def block_size(self) -> int:
-        """pyarrow needs every record inside one block: at least the longest line."""
-        newlines = np.flatnonzero(np.frombuffer(self.data, dtype=np.uint8) == 10)
-        longest = int(np.diff(newlines, prepend=-1).max()) if len(newlines) else len(self.data)
-        return max(PARSE_BLOCK, longest + 1, len(self.data) - (newlines[-1] if len(newlines) else 0))
-
-
-def _open_stream(src: Source):
-    compression = "gzip" if src.path.name.lower().endswith(".gz") else None
-    try:
-        return pa.input_stream(str(src.path), compression=compression)
-    except OSError as exc:
-        raise DeltError(f"{src.path}: cannot open ({exc})") from exc
-
-
-def _truncated(src: Source, lines: int, exc: BaseException) -> DeltError:
-    return DeltError(f"{src.path}: compressed data is truncated or corrupt after line {lines} ({exc})")
-
-
-def _chunks(src: Source, policy: Utf8Policy, counts: dict) -> Iterator[_Chunk]:
-    stream = _open_stream(src)
-    pieces, size, line = [], 0, 1
-    with stream:
-        while True:
-            try:
-                block = stream.read(READ_BYTES)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise _truncated(src, line - 1 + sum(p.count(b"\n") for p in pieces), exc) from exc
-            if block:
-                pieces.append(block)
-                size += len(block)
-                if size < CHUNK_BYTES or b"\n" not in block:
-                    continue  # a line longer than a chunk: read on to its end
-                buf = b"".join(pieces)
-                cut = buf.rfind(b"\n") + 1
-                data, rest = buf[:cut], buf[cut:]
-                pieces, size = ([rest], len(rest)) if rest else ([], 0)
-            elif pieces:
-                data, pieces = b"".join(pieces), []
-            else:
-                return
-            yield _checked_chunk(src, data, line, policy, counts)
-            line += data.count(b"\n")
-
-
-def _checked_chunk(src: Source, data: bytes, first_line: int, policy: Utf8Policy, counts: dict) -> _Chunk:
-    try:
-        data.decode("utf-8")
-        return _Chunk(data, first_line)
-    except UnicodeDecodeError as exc:
-        bad_line = first_line + data[: exc.start].count(b"\n")
-        if policy is Utf8Policy.error:
-            raise DeltError(f"{src.path}: line {bad_line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); {_invalid_utf8_hint(policy)}") from exc
-    counts.setdefault("first_bad", f"line {bad_line}")
-    lines = data.split(b"\n")
-    skipped, record = [], 0
-    for i, line in enumerate(lines):
-        if not line.strip(JSON_BLANK):
-            continue
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            if policy is Utf8Policy.replace:
-                lines[i] = line.decode("utf-8", "replace").encode("utf-8")
-            else:
-                lines[i] = b""
-                skipped.append(record)
-            key = "utf8_replaced" if policy is Utf8Policy.replace else "utf8_skipped"
-            counts[key] = counts.get(key, 0) + 1
-        record += 1
-    return _Chunk(b"\n".join(lines), first_line, skipped)
-
-
-def _parse(data: bytes, *, schema: Optional[pa.Schema], block_size: int) -> pa.Table:
-    return pajson.read_json(
-        pa.BufferReader(data),
-        read_options=pajson.ReadOptions(block_size=block_size),
-        parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
-    )
-
-
-def _infer(src: Source, chunk: _Chunk) -> pa.Table:
-    """The chunk with the types it holds. On an error, parse it again in one block, whose row
-    numbers are the chunk's, so that the message names the file's line."""
-    try:
-        return _parse(chunk.data, schema=None, block_size=chunk.block_size())
-    except pa.ArrowInvalid:
-        pass
-    try:
-        return _parse(chunk.data, schema=None, block_size=len(chunk.data) + 1)
-    except pa.ArrowInvalid as exc:
-        message = str(exc).splitlines()[0]
-        head, sep, row = message.rpartition(" in row ")
-        if sep and row.isdigit():
-            line = chunk.line_of(int(row))
-            changed = re.fullmatch(r"JSON parse error: Column\((/.*)\) changed from (\w+) to (\w+)", head)
-            if changed:
-                path, before, now = changed.groups()
-                raise DeltError(f"{src.path}: line {line}: field '{path[1:].replace('/', '.')}' holds {_article(now)} here but {_article(before)} on earlier lines") from exc
-            raise DeltError(f"{src.path}: line {line}: cannot parse JSON ({head.removeprefix('JSON parse error: ')})") from exc
-        last = chunk.first_line + chunk.data.count(b"\n")
-        raise DeltError(f"{src.path}: lines {chunk.first_line}-{last}: cannot parse JSON ({message})") from exc
-
-
-def _with_types(chunk: _Chunk, schema: pa.Schema) -> Optional[pa.Table]:
-    """The chunk parsed with `schema`'s types for the fields it names (other fields inferred),
-    or None when a value does not fit them."""
-    try:
-        return _parse(chunk.data, schema=schema, block_size=chunk.block_size())
-    except pa.ArrowInvalid:
-        return None
-
-
 def _jsonl(src: Source, policy: Utf8Policy, *, schema: Optional[pa.Schema], widen: bool, counts: dict) -> Iterator[Records]:
+    """Chunks, parsing and schema merging are dataset/jsonl.py's (the readers' too)."""
     record = 0
-    chunks = _chunks(src, policy, counts)
+    chunks = jsonl.chunks(src.path, src.compression, chunk_bytes=CHUNK_BYTES, invalid_utf8=policy.value,
+                          hint=_invalid_utf8_hint(policy), counts=counts)
     for chunk in chunks:
         if chunk.blank:
             record += len(chunk.skipped)
             continue
         if schema is None:
-            table = _infer(src, chunk)
+            table = jsonl.parse(chunk)
             schema = table.schema
         else:
-            table = _with_types(chunk, schema)
+            table = jsonl.fits(chunk, schema)
             if widen and (table is None or table.schema != schema):
-                wider = _merge_schemas(src, chunk, schema, _infer(src, chunk))
-                raise SchemaWidened(src, _scan_rest(src, chunks, wider), chunk.first_line)
+                wider = jsonl.merge_chunk(chunk, schema, jsonl.parse(chunk))
+                raise SchemaWidened(src, _scan_rest(chunks, wider), chunk.first_line)
             if table is None:  # a later source whose values differ from the first source's types: conformed later
-                table = _infer(src, chunk)
+                table = jsonl.parse(chunk)
         n = table.num_rows + len(chunk.skipped)
         positions = record + (np.delete(np.arange(n), chunk.skipped) if chunk.skipped else np.arange(n))
         record += n
         yield Records(table, positions.astype(np.int64), chunk.where)
 
 
-def _scan_rest(src: Source, chunks: Iterator[_Chunk], schema: pa.Schema) -> pa.Schema:
+def _scan_rest(chunks: Iterator[jsonl.Chunk], schema: pa.Schema) -> pa.Schema:
     for chunk in chunks:
         if chunk.blank:
             continue
-        table = _with_types(chunk, schema)
+        table = jsonl.fits(chunk, schema)
         if table is None or table.schema != schema:
-            schema = _merge_schemas(src, chunk, schema, _infer(src, chunk))
+            schema = jsonl.merge_chunk(chunk, schema, jsonl.parse(chunk))
     return schema
-
-
-def _merge_schemas(src: Source, chunk: _Chunk, schema: pa.Schema, table: pa.Table) -> pa.Schema:
-    """The columns of `schema` widened by those `table` (one chunk) needs, as pyarrow infers for a whole file."""
-    fields = {f.name: f for f in schema}
-    for f in table.schema:
-        if f.name in fields:
-            fields[f.name] = pa.field(f.name, _merge_types(src, chunk, table, [f.name], fields[f.name].type, f.type))
-        else:
-            fields[f.name] = f
-    return pa.schema(list(fields.values()))
-
-
-def _merge_types(src: Source, chunk: _Chunk, table: pa.Table, path: list, a: pa.DataType, b: pa.DataType) -> pa.DataType:
-    if a == b or pa.types.is_null(b):
-        return a
-    if pa.types.is_null(a):
-        return b
-    if pa.types.is_integer(a) and pa.types.is_floating(b) or pa.types.is_floating(a) and pa.types.is_integer(b):
-        return pa.float64()
-    if pa.types.is_timestamp(a) and pa.types.is_string(b) or pa.types.is_string(a) and pa.types.is_timestamp(b):
-        return pa.string()  # text that only looked like dates so far (pyarrow infers timestamp[s] for those)
-    if pa.types.is_struct(a) and pa.types.is_struct(b):
-        fields = {a.field(i).name: a.field(i) for i in range(a.num_fields)}
-        for i in range(b.num_fields):
-            fb = b.field(i)
-            fields[fb.name] = pa.field(fb.name, _merge_types(src, chunk, table, [*path, fb.name], fields[fb.name].type, fb.type)) if fb.name in fields else fb
-        return pa.struct(list(fields.values()))
-    if pa.types.is_list(a) and pa.types.is_list(b):
-        return pa.list_(_merge_types(src, chunk, table, path, a.value_type, b.value_type))
-    row = _first_row_with(table, path)
-    raise DeltError(
-        f"{src.path}: line {chunk.line_of(row)}: field '{'.'.join(path)}' holds {_kind(b)} here but {_kind(a)} on earlier lines"
-    )
-
-
-def _article(kind: str) -> str:
-    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
-
-
-def _kind(t: pa.DataType) -> str:
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return "a number"
-    if pa.types.is_string(t) or pa.types.is_timestamp(t):
-        return "a string"
-    if pa.types.is_boolean(t):
-        return "a boolean"
-    if pa.types.is_struct(t):
-        return "an object"
-    if pa.types.is_list(t):
-        return "an array"
-    return str(t)
-
-
-def _first_row_with(table: pa.Table, path: list) -> int:
-    """The first row where the (nested) field `path` has a value."""
-    import pyarrow.compute as pc
-
-    column = table.column(path[0]).combine_chunks()
-    for name in path[1:]:
-        if pa.types.is_list(column.type):
-            break
-        column = pc.struct_field(column, name)
-    valid = np.asarray(pc.is_valid(column))
-    return int(np.argmax(valid)) if valid.any() else 0
 
 
 # -------------------------------------------------------------------------- CSV
@@ -447,9 +280,9 @@ class _Utf8Stream(io.RawIOBase):
     def readinto(self, buffer) -> int:
         while not self._out:
             try:
-                data = self.inner.read(min(max(len(buffer), 1 << 16), READ_BYTES))
-            except (OSError, EOFError, zlib.error) as exc:
-                raise _truncated(self.src, self.lines + self._carry.count(b"\n"), exc) from exc
+                data = self.inner.read(min(max(len(buffer), 1 << 16), jsonl.READ_BYTES))
+            except jsonl.READ_ERRORS as exc:
+                raise jsonl.read_error(self.src.path, self.src.compression, self.lines + self._carry.count(b"\n"), exc) from exc
             if not data and not self._carry:
                 return 0
             self._out = self._check(self._carry + data, final=not data)
@@ -497,7 +330,7 @@ def _complete_utf8_prefix(data: bytes) -> int:
 
 
 def _csv(src: Source, policy: Utf8Policy, *, counts: dict) -> Iterator[Records]:
-    stream = _Utf8Stream(src, _open_stream(src), policy, counts)
+    stream = _Utf8Stream(src, jsonl.open_stream(src.path, src.compression), policy, counts)
     try:
         reader = pacsv.open_csv(
             stream,
@@ -529,6 +362,18 @@ def _parquet(src: Source, batch_rows: int) -> Iterator[Records]:
             record += n
     except (pa.ArrowException, OSError) as exc:
         raise DeltError(f"{src.path}: cannot read Parquet ({exc})") from exc
+
+
+# ------------------------------------------------------------------------ Arrow
+
+
+def _arrow(src: Source) -> Iterator[Records]:
+    """An Arrow IPC file (a save_to_disk shard), memory-mapped, in pieces (dataset/sources.py)."""
+    record = 0
+    for table in sources.arrow_pieces(src.path, None):
+        n = table.num_rows
+        yield Records(table, np.arange(record, record + n, dtype=np.int64), lambda r, base=record: f"row {base + r + 1}")
+        record += n
 
 
 # ---------------------------------------------------- UTF-8 of parsed strings

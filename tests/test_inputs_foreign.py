@@ -1,7 +1,7 @@
 """Corpora as other tools write them, read directly by the reading commands: Parquet shards
 without ids (FineWeb/Dolma/RedPajama exports) from pyarrow, polars and DuckDB; JSON lines,
 gzipped and zstd-compressed; Hugging Face `save_to_disk` directories. Derived ids; one-line
-errors for what cannot be read."""
+errors for what cannot be read. `delt prepare` reads the same corpora, with the same ids."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import WORDS, read_rows, tree_digest
-from delt_cli.dataset import open_dataset, read_shard, sources
+from delt_cli.dataset import open_dataset, read_manifest, read_shard, sources
 from delt_cli.dataset.reader import derived_ids
 from delt_cli.errors import DeltError
 
@@ -39,6 +39,16 @@ def jsonl_bytes(rows: list[dict]) -> bytes:
 def write_zst(path: Path, data: bytes) -> Path:
     with pa.output_stream(str(path), compression="zstd") as out:
         out.write(data)
+    return path
+
+
+def write_arrow(path: Path, table: pa.Table, fmt: str, *, batch_rows: int) -> Path:
+    """An Arrow IPC file as pyarrow writes it, in the stream or file format."""
+    with pa.OSFile(str(path), "wb") as sink:
+        writer = pa.ipc.new_stream(sink, table.schema) if fmt == "stream" else pa.ipc.new_file(sink, table.schema)
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            writer.write_batch(batch)
+        writer.close()
     return path
 
 
@@ -238,12 +248,7 @@ def test_arrow_files_in_bounded_pieces_with_columns_projected(tmp_path, monkeypa
     """Arrow IPC written by pyarrow (stream or file format), batches of 5 rows, coalesced into pieces."""
     monkeypatch.setattr(sources, "ARROW_PIECE_ROWS", 12)
     table = pa.Table.from_pylist(records(50))
-    path = tmp_path / "x.arrow"
-    with pa.OSFile(str(path), "wb") as sink:
-        writer = pa.ipc.new_stream(sink, table.schema) if fmt == "stream" else pa.ipc.new_file(sink, table.schema)
-        for batch in table.to_batches(max_chunksize=5):
-            writer.write_batch(batch)
-        writer.close()
+    path = write_arrow(tmp_path / "x.arrow", table, fmt, batch_rows=5)
     ds = open_dataset(path)
     assert ds.num_rows == 50 and ds.columns == ["id", "text", "url", "n", "score"]
     pieces = list(ds.iter_row_groups(ds.shards[0], ["n", "id"]))
@@ -323,12 +328,12 @@ def _setup_bad(kind: str, tmp: Path) -> list[str]:
 BAD = [
     ("text-file", "notes.txt: not a dataset file: expected Parquet (*.parquet), JSON lines"),
     ("csv-file", "`delt prepare` converts CSV, TSV and text files into a dataset"),
-    ("json-array", "array.json: not valid JSON lines after record 0"),
-    ("bad-line", "x.jsonl: not valid JSON lines after record 0"),
-    ("truncated-gzip", "x.jsonl.gz: cannot read gzip file"),
-    ("truncated-zstd", "x.jsonl.zst: cannot read zstd file"),
-    ("types-in-file", "x.jsonl: a JSON field has incompatible types in different records"),
-    ("types-across-files", "b.jsonl: a JSON field has incompatible types"),
+    ("json-array", "array.json: line 1: holds an array, not a JSON object; expected one JSON object per line"),
+    ("bad-line", "x.jsonl: line 2: cannot parse JSON"),
+    ("truncated-gzip", "x.jsonl.gz: compressed data is truncated or corrupt"),
+    ("truncated-zstd", "x.jsonl.zst: compressed data is truncated or corrupt"),
+    ("types-in-file", "x.jsonl: line 2: field 'n' holds a string here but a number on earlier lines"),
+    ("types-across-files", "b.jsonl: field 'n' holds a string here but a number in the files before it"),
     ("same-name-no-ids", "two files are named part.parquet, so ids derived from file names would collide"),
     ("same-output-name", "a.jsonl and a.jsonl.zst would both be written as a.parquet"),
     ("missing-text", "--text-column 'text': no such column in"),
@@ -342,11 +347,15 @@ BAD = [
 @pytest.mark.parametrize("kind, message", BAD, ids=[k for k, _ in BAD])
 def test_bad_input_is_one_line(cli, tmp_path, kind, message):
     args = _setup_bad(kind, tmp_path)
-    res = cli("score", *args, "-o", tmp_path / "out", "--method", "length")
+    one_line_error(cli("score", *args, "-o", tmp_path / "out", "--method", "length"), message, tmp_path / "out")
+
+
+def one_line_error(res, message: str, out: Path) -> None:
+    """Exit status 1, one `error:` line holding `message`, and no output written."""
     assert res.exit_code == 1, res.output
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
 
 
 def test_missing_text_column_names_the_candidate(cli, tmp_path):
@@ -371,6 +380,197 @@ def test_open_errors_are_delt_errors(tmp_path):
     # a Parquet file without the suffix is still Parquet
     pq.write_table(pa.table({"id": ["a"], "text": ["b"]}), tmp_path / "shard")
     assert open_dataset(tmp_path / "shard").num_rows == 1
+
+
+# -- delt prepare on the same corpora ------------------------------------------------------------
+
+
+def test_prepare_reads_jsonl_zst_as_the_readers_do(cli, tmp_path):
+    """JSON lines compressed with zstd by pyarrow and by DuckDB (.jsonl.zst, .json.zst, .ndjson.zst):
+    prepare keeps the types, drops empty texts, maps --text-column, and its ids are the ones every
+    reading command derives for the same file."""
+    import duckdb
+
+    rows = records(30) + [{"text": "", "url": "u", "n": 30, "score": 0.0}, {"text": "  ", "url": "v", "n": 31, "score": 0.0}]
+    src = tmp_path / "src"
+    src.mkdir()
+    write_zst(src / "arrow.jsonl.zst", jsonl_bytes(rows))
+    con = duckdb.connect()
+    con.register("t", pa.Table.from_pylist(rows))
+    con.execute(f"COPY t TO '{src / 'duck.json.zst'}' (FORMAT json, COMPRESSION zstd)")
+    con.close()
+    write_zst(src / "body.ndjson.zst", jsonl_bytes([{"body": r["text"], "n": r["n"]} for r in rows]))
+    for path in (src / "arrow.jsonl.zst", src / "duck.json.zst"):
+        out = tmp_path / f"p-{path.name}"
+        res = cli("prepare", path, "-o", out)
+        assert res.exit_code == 0, res.output
+        texts, ids = texts_and_ids(out)
+        assert texts == [r["text"] for r in rows[:30]]
+        assert ids == [f"{path.name}:{i}" for i in range(30)]
+        assert ids == open_dataset(path).read_column("id").to_pylist()[:30]  # the readers' derived ids
+        prepared = read_rows(out)
+        assert prepared.column_names == ["id", "text", "url", "n", "score"] and prepared.column("n").type == pa.int64()
+        assert read_manifest(out)["prepare"]["empty_dropped"] == 2
+    res = cli("prepare", src / "body.ndjson.zst", "-o", tmp_path / "body", "--text-column", "body", "--id-prefix", "source")
+    assert res.exit_code == 0, res.output
+    texts, ids = texts_and_ids(tmp_path / "body")
+    assert texts == [r["text"] for r in rows[:30]] and ids == [f"body:body.ndjson.zst:{i}" for i in range(30)]
+
+
+def test_prepare_widens_a_zst_file_read_in_chunks_like_a_plain_one(cli, tmp_path, monkeypatch):
+    """A field that first appears late and an int field that turns fractional, in a .jsonl.zst read
+    in small chunks: the same dataset as from the plain file (and as from one chunk)."""
+    from delt_cli import prepare_sources
+
+    rows = records(300)
+    rows[250]["lang"] = "en"
+    rows[280]["n"] = 1.5
+    data = jsonl_bytes(rows)
+    (tmp_path / "a.jsonl").write_bytes(data)
+    write_zst(tmp_path / "a.jsonl.zst", data)
+    assert cli("prepare", tmp_path / "a.jsonl", "-o", tmp_path / "whole").exit_code == 0
+    monkeypatch.setattr(prepare_sources, "CHUNK_BYTES", 4096)
+    for name in ("a.jsonl", "a.jsonl.zst"):
+        res = cli("prepare", tmp_path / name, "-o", tmp_path / f"out-{name}")
+        assert res.exit_code == 0, res.output
+        assert "starting again with the columns of the whole file" in res.stderr
+    plain, packed, whole = (read_rows(tmp_path / d) for d in ("out-a.jsonl", "out-a.jsonl.zst", "whole"))
+    assert plain.drop_columns(["id"]).equals(packed.drop_columns(["id"])) and plain.drop_columns(["id"]).equals(whole.drop_columns(["id"]))
+    assert packed.schema.field("n").type == pa.float64() and packed.column("lang").to_pylist()[250] == "en"
+    assert packed.column("id").to_pylist() == [f"a.jsonl.zst:{i}" for i in range(300)]
+
+
+def test_prepare_invalid_utf8_in_a_zst_file(cli, tmp_path):
+    path = write_zst(tmp_path / "x.jsonl.zst", b'{"text": "fine"}\n\n{"text": "bad \xff here"}\n{"text": "last"}\n')
+    res = cli("prepare", path, "-o", tmp_path / "out")
+    assert res.exit_code == 1 and res.stderr.strip().splitlines() == [
+        f"error: {path}: line 3: not valid UTF-8 (byte 0xff); pass --on-invalid-utf8 replace or skip"
+    ]
+    assert cli("prepare", path, "-o", tmp_path / "skip", "--on-invalid-utf8", "skip").exit_code == 0
+    assert texts_and_ids(tmp_path / "skip") == (["fine", "last"], ["x.jsonl.zst:0", "x.jsonl.zst:2"])
+    # the readers refuse it the same way, pointing at prepare
+    res = cli("stats", path)
+    assert res.exit_code == 1 and f"{path}: line 3: not valid UTF-8" in res.stderr and "delt prepare --on-invalid-utf8" in res.stderr
+
+
+def test_a_line_longer_than_a_parse_block(cli, tmp_path, monkeypatch):
+    """A 3 MiB record (pyarrow parses in 1 MiB blocks) among short ones, in a later chunk and in a
+    file without a final newline: read whole by the readers and by prepare, and no new column."""
+    from delt_cli import prepare_sources
+
+    rows = records(50)
+    rows[30]["text"] = "long " * (600 << 10)
+    path = write_zst(tmp_path / "long.jsonl.zst", jsonl_bytes(rows).rstrip(b"\n"))
+    monkeypatch.setattr(prepare_sources, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(sources, "JSON_CHUNK_BYTES", 4096)
+    assert open_dataset(path).read_column("text").to_pylist() == [r["text"] for r in rows]
+    res = cli("prepare", path, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "starting again" not in res.stderr
+    assert texts_and_ids(tmp_path / "out") == ([r["text"] for r in rows], [f"long.jsonl.zst:{i}" for i in range(50)])
+
+
+@pytest.mark.parametrize("name", ["x.csv.zst", "x.tsv.gz"])
+def test_prepare_reads_compressed_csv_and_tsv(cli, tmp_path, name):
+    sep = "\t" if ".tsv" in name else ","
+    body = f"body{sep}n\nfirst doc{sep}1\nsecond doc{sep}2\n".encode()
+    path = tmp_path / name
+    if name.endswith(".zst"):
+        write_zst(path, body)
+    else:
+        path.write_bytes(gzip.compress(body))
+    res = cli("prepare", path, "-o", tmp_path / "out", "--text-column", "body")
+    assert res.exit_code == 0, res.output
+    assert texts_and_ids(tmp_path / "out") == (["first doc", "second doc"], [f"{name}:0", f"{name}:1"])
+
+
+def test_prepare_reads_a_save_to_disk_directory(cli, tmp_path, hf_dir):
+    """A `datasets` save_to_disk directory: its Arrow files in state.json's order, no metadata read as
+    documents, ids equal to the readers', --id-prefix by the directory's name, --text-column, the same
+    inside a larger directory argument, and one of its Arrow files on its own."""
+    hf, rows = hf_dir
+    names = [f"data-{i:05d}-of-00003.arrow" for i in range(3)]
+    res = cli("prepare", hf, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.stderr
+    texts, ids = texts_and_ids(tmp_path / "out")
+    assert texts == [r["text"] for r in rows] and ids == [f"{n}:{i}" for n in names for i in range(20)]
+    assert ids == open_dataset(hf).read_column("id").to_pylist()
+    prepared = read_rows(tmp_path / "out")
+    assert prepared.column_names == ["id", "text", "url", "n", "score"] and prepared.column("n").to_pylist() == list(range(60))
+    assert b"huggingface" not in (prepared.schema.metadata or {})  # the datasets features stay behind
+    # two splits of a DatasetDict (whose directory is refused), their ids told apart by --id-prefix
+    splits = hf.parent / "hfdict"
+    res = cli("prepare", splits / "train", splits / "test", "-o", tmp_path / "splits", "--id-prefix", "source")
+    assert res.exit_code == 0, res.output
+    texts, ids = texts_and_ids(tmp_path / "splits")
+    assert texts == [r["text"] for r in rows + rows[:5]]
+    assert ids == [f"train:data-00000-of-00001.arrow:{i}" for i in range(60)] + [f"test:data-00000-of-00001.arrow:{i}" for i in range(5)]
+    # inside a directory argument, beside a JSON lines file: paths relative to the argument
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    hf.rename(corpora / "hf")
+    (corpora / "z.jsonl").write_bytes(jsonl_bytes([{"text": "last one"}]))
+    res = cli("prepare", corpora, "-o", tmp_path / "nested", "--id-prefix", "source")
+    assert res.exit_code == 0, res.output
+    texts, ids = texts_and_ids(tmp_path / "nested")
+    assert texts == [r["text"] for r in rows] + ["last one"]
+    assert ids == [f"corpora:hf/{n}:{i}" for n in names for i in range(20)] + ["corpora:z.jsonl:0"]
+    # one of its Arrow files
+    res = cli("prepare", corpora / "hf" / names[1], "-o", tmp_path / "one")
+    assert res.exit_code == 0, res.output
+    assert texts_and_ids(tmp_path / "one") == ([r["text"] for r in rows[20:40]], [f"{names[1]}:{i}" for i in range(20)])
+
+
+def test_prepare_maps_the_columns_of_a_save_to_disk_dataset_and_drops_empty_texts(cli, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"uid": f"doc-{i}", "body": "" if i % 4 == 0 else f"text {i}", "meta": {"lang": "en", "len": i}} for i in range(12)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"), num_shards=2)
+    res = cli("prepare", tmp_path / "hf", "-o", tmp_path / "out", "--text-column", "body", "--id-column", "uid")
+    assert res.exit_code == 0, res.output
+    prepared = read_rows(tmp_path / "out")
+    assert prepared.column_names == ["id", "text", "meta"]
+    assert prepared.column("id").to_pylist() == [r["uid"] for r in rows if r["body"]]
+    assert prepared.column("text").to_pylist() == [r["body"] for r in rows if r["body"]]
+    assert prepared.column("meta").to_pylist() == [r["meta"] for r in rows if r["body"]]
+    assert read_manifest(tmp_path / "out")["prepare"]["empty_dropped"] == 3
+
+
+@pytest.mark.parametrize("fmt", ["stream", "file"])
+def test_prepare_reads_arrow_files_written_by_pyarrow(cli, tmp_path, fmt):
+    table = pa.Table.from_pylist(records(40))
+    path = write_arrow(tmp_path / "x.arrow", table, fmt, batch_rows=7)
+    res = cli("prepare", path, "-o", tmp_path / "out", "--shard-rows", "15")
+    assert res.exit_code == 0, res.output
+    prepared = read_rows(tmp_path / "out")
+    assert prepared.drop_columns(["id"]).equals(table)
+    assert prepared.column("id").to_pylist() == open_dataset(path).read_column("id").to_pylist() == [f"x.arrow:{i}" for i in range(40)]
+
+
+# prepare says what the readers say about the same file (dataset/jsonl.py and dataset/sources.py read it for both)
+PREPARE_BAD = [(kind, dict(BAD)[kind]) for kind in ("truncated-zstd", "dataset-dict", "hf-missing-file", "hf-truncated")] + [
+    ("not-zstd", "x.jsonl.zst: compressed data is truncated or corrupt"),
+    ("dataset-dict-inside", dict(BAD)["dataset-dict"]),
+    ("compressed-parquet", "x.parquet.zst: unsupported source type"),
+]
+
+
+@pytest.mark.parametrize("kind, message", PREPARE_BAD, ids=[k for k, _ in PREPARE_BAD])
+def test_prepare_bad_input_is_one_line(cli, tmp_path, kind, message):
+    if kind == "not-zstd":
+        (tmp_path / "x.jsonl.zst").write_bytes(jsonl_bytes(records(3)))
+        args = [str(tmp_path / "x.jsonl.zst")]
+    elif kind == "dataset-dict-inside":
+        (tmp_path / "corpora").mkdir()
+        (tmp_path / "corpora" / "a.jsonl").write_bytes(jsonl_bytes(records(3)))
+        _setup_bad("dataset-dict", tmp_path / "corpora")
+        args = [str(tmp_path / "corpora")]
+    elif kind == "compressed-parquet":
+        write_zst(tmp_path / "x.parquet.zst", b"PAR1")
+        args = [str(tmp_path / "x.parquet.zst")]
+    else:
+        args = _setup_bad(kind, tmp_path)
+    one_line_error(cli("prepare", *args, "-o", tmp_path / "out"), message, tmp_path / "out")
 
 
 # -- stats without the text column -------------------------------------------------------------

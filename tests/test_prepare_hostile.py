@@ -106,14 +106,22 @@ def test_invalid_utf8_in_csv(cli, tmp_path, gz):
     assert rows.column("id").to_pylist() == [f"{src.name}:0", f"{src.name}:1", f"{src.name}:3"]
 
 
-def test_invalid_utf8_in_a_parquet_source(cli, tmp_path):
+@pytest.mark.parametrize("name", ["x.parquet", "x.arrow"])
+def test_invalid_utf8_in_a_parquet_or_arrow_source(cli, tmp_path, name):
     values = [b"good", b"bad " + BAD]
     offsets = pa.array([0, 4, 4 + len(values[1])], pa.int32()).buffers()[1]
     text = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"".join(values))])  # not validated
-    pq.write_table(pa.table({"text": text}), tmp_path / "x.parquet")
-    one_line_error(cli("prepare", tmp_path / "x.parquet", "-o", tmp_path / "out"), "x.parquet", "row 2", "'text'", "UTF-8")
-    assert cli("prepare", tmp_path / "x.parquet", "-o", tmp_path / "rep", "--on-invalid-utf8", "replace").exit_code == 0
+    table = pa.table({"text": text})
+    if name.endswith(".arrow"):
+        with pa.OSFile(str(tmp_path / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    else:
+        pq.write_table(table, tmp_path / name)
+    one_line_error(cli("prepare", tmp_path / name, "-o", tmp_path / "out"), name, "row 2", "'text'", "UTF-8")
+    assert cli("prepare", tmp_path / name, "-o", tmp_path / "rep", "--on-invalid-utf8", "replace").exit_code == 0
     assert read_rows(tmp_path / "rep").column("text").to_pylist() == ["good", "bad \ufffd\ufffd"]
+    assert cli("prepare", tmp_path / name, "-o", tmp_path / "skip", "--on-invalid-utf8", "skip").exit_code == 0
+    assert read_rows(tmp_path / "skip").column("id").to_pylist() == [f"{name}:0"]
 
 
 # ------------------------------------------- 2. the whole file decides the columns

@@ -24,10 +24,14 @@ name the source columns that become them, so later commands need neither flag.
 """
 
 
-@app.command("prepare", help="Convert JSONL(.gz), text, CSV or Parquet sources into a dataset of Parquet shards.", epilog=EXAMPLES)
+@app.command(
+    "prepare",
+    help="Convert JSON lines or CSV/TSV (plain, .gz or .zst), text, Parquet, Arrow or Hugging Face save_to_disk sources into a dataset of Parquet shards.",
+    epilog=EXAMPLES,
+)
 @step
 def prepare_cmd(
-    sources: Annotated[List[str], typer.Argument(metavar="SRC...", help="Source files or directories (searched recursively).", show_default=False)],
+    sources: Annotated[List[str], typer.Argument(metavar="SRC...", help="Source files or directories (searched recursively; a save_to_disk directory gives its Arrow files in state.json's order).", show_default=False)],
     output: OutputOpt,
     shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per output shard.", min=1)] = 100_000,
     paragraphs: Annotated[bool, typer.Option("--paragraphs", help="Text files: one document per blank-line-separated paragraph (default: one per file).")] = False,
@@ -38,7 +42,7 @@ def prepare_cmd(
     ] = IdPrefix.none,
     on_invalid_utf8: Annotated[
         Utf8Policy,
-        typer.Option("--on-invalid-utf8", help="Invalid UTF-8 in a source: error (name the file and line), replace (with U+FFFD) or skip the record (JSONL line, CSV record, text document)."),
+        typer.Option("--on-invalid-utf8", help="Invalid UTF-8 in a source: error (name the file and line), replace (with U+FFFD) or skip the record (JSONL line, CSV record, text document, Parquet or Arrow row)."),
     ] = Utf8Policy.error,
     id_column: Annotated[str, typer.Option("--id-column", help="Source column holding the ids, written as 'id' (sources without it get generated ids).", rich_help_panel=COMMON)] = "id",
     text_column: Annotated[str, typer.Option("--text-column", help="Source column holding the text, written as 'text'.", rich_help_panel=COMMON)] = "text",

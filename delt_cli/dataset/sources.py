@@ -9,9 +9,11 @@ fingerprint, and the rows in bounded pieces. `reader.py` turns them into `Shard`
 
 * JSON lines have no footer: opening parses the file once (16 MiB of text at a time) to
   count the records, infer the schema and hash the content, so a file that is not valid
-  JSON lines fails before any output is written. Schemas inferred from several files
-  are unified (an int column that is a float elsewhere becomes float; a column missing
-  from a file is null there), and every file is read with the unified schema.
+  JSON lines (or not UTF-8) fails before any output is written, naming its line. Chunks,
+  parsing and schema merging are dataset/jsonl.py's, shared with `delt prepare`. Schemas
+  inferred from several files are unified the same way (an int column that is a float
+  elsewhere becomes float; a column missing from a file is null there; date strings stay
+  strings), and every file is read with the unified schema.
 * Arrow files are memory-mapped: opening reads only the batch headers; columns not
   asked for are never touched.
 """
@@ -25,17 +27,16 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import pyarrow as pa
-import pyarrow.json as pajson
 
-from delt_cli.dataset import remote
+from delt_cli.dataset import jsonl, remote
 from delt_cli.errors import DeltError
 
 # name suffix -> (kind, compression); the longest matching suffix wins.
 SUFFIXES = {".parquet": ("parquet", None), ".arrow": ("arrow", None)}
 for _base in (".jsonl", ".ndjson", ".json"):
     SUFFIXES[_base] = ("jsonl", None)
-    SUFFIXES[_base + ".gz"] = ("jsonl", "gzip")
-    SUFFIXES[_base + ".zst"] = ("jsonl", "zstd")
+    for _suffix, _codec in jsonl.COMPRESSIONS.items():
+        SUFFIXES[_base + _suffix] = ("jsonl", _codec)
 
 # Files in a directory that are metadata, never shards.
 METADATA_FILES = {"manifest.json", "dataset_info.json", "state.json", "dataset_dict.json"}
@@ -47,22 +48,22 @@ JSON_CHUNK_BYTES = 16 << 20  # text parsed at a time
 ARROW_PIECE_ROWS = 16384  # Arrow batches are coalesced into pieces of at least this many rows
 
 
+def longest_suffix(name: str, suffixes) -> str | None:
+    """The longest of `suffixes` that `name` ends with (any case), or None."""
+    low = name.lower()
+    return next((s for s in sorted(suffixes, key=len, reverse=True) if low.endswith(s)), None)
+
+
 def shard_kind(path: Path | str) -> tuple[str, str | None] | None:
     """(kind, compression) from a file name, or None for a name that is no shard."""
-    name = Path(str(path)).name.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return SUFFIXES[suffix]
-    return None
+    suffix = longest_suffix(Path(str(path)).name, SUFFIXES)
+    return SUFFIXES[suffix] if suffix else None
 
 
 def strip_suffix(name: str) -> str:
     """`a.jsonl.zst` -> `a`: the name without its shard suffix."""
-    low = name.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = longest_suffix(name, SUFFIXES)
+    return name[: -len(suffix)] if suffix else name
 
 
 def is_directory_shard(path: Path) -> bool:
@@ -151,7 +152,7 @@ def iter_pieces(
     if kind == "jsonl":
         return _jsonl_pieces(path, compression, schema, columns)
     if kind == "arrow":
-        return _arrow_pieces(path, columns)
+        return arrow_pieces(path, columns)
     raise ValueError(kind)
 
 
@@ -163,44 +164,14 @@ def read_table(path: Path, kind: str, compression: str | None, schema: pa.Schema
     return pa.concat_tables(pieces) if pieces else wanted.empty_table()
 
 
-# -- JSON lines -----------------------------------------------------------------------------
+# -- JSON lines (read by dataset/jsonl.py, as `delt prepare` reads them) ----------------------
+
+UTF8_HINT = "convert it with `delt prepare --on-invalid-utf8 replace` (or skip)"
 
 
-def _json_chunks(path: Path, compression: str | None) -> Iterator[bytes]:
-    """The decompressed text in chunks of about JSON_CHUNK_BYTES that end at a line end."""
-    try:
-        with remote.open_stream(path, compression) as stream:
-            rest = b""
-            while True:
-                block = stream.read(JSON_CHUNK_BYTES)
-                if not block:
-                    break
-                data = rest + block if rest else block
-                cut = data.rfind(b"\n")
-                if cut < 0:  # one line longer than a chunk: keep reading
-                    rest = data
-                    continue
-                rest = data[cut + 1 :]
-                yield data[: cut + 1]
-            if rest.strip():
-                yield rest
-    except (pa.ArrowException, OSError) as exc:
-        what = {"gzip": "gzip", "zstd": "zstd"}.get(compression or "", "")
-        raise DeltError(f"{path}: cannot read{' ' + what if what else ''} file ({str(exc).splitlines()[0]})") from exc
-
-
-def _parse_chunk(path: Path, chunk: bytes, after: int, schema: pa.Schema | None) -> pa.Table:
-    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore") if schema is not None else None
-    try:
-        # one block per chunk: a record may be longer than Arrow's default block
-        return pajson.read_json(
-            pa.BufferReader(chunk), read_options=pajson.ReadOptions(block_size=len(chunk) + 1, use_threads=False), parse_options=options
-        )
-    except pa.ArrowInvalid as exc:
-        detail = str(exc).splitlines()[0]
-        if "Column(/" in detail and "changed from" in detail:  # e.g. Column(/n) changed from number to string
-            raise DeltError(f"{path}: a JSON field has incompatible types in different records after record {after:,} ({detail}); fix the source or convert it with `delt prepare`") from exc
-        raise DeltError(f"{path}: not valid JSON lines after record {after:,} ({detail}); expected one JSON object per line") from exc
+def _json_chunks(path: Path, compression: str | None) -> Iterator[jsonl.Chunk]:
+    """The decompressed text in chunks of about JSON_CHUNK_BYTES of whole lines."""
+    return jsonl.chunks(path, compression, chunk_bytes=JSON_CHUNK_BYTES, hint=UTF8_HINT)
 
 
 def _probe_jsonl(path: Path, compression: str | None) -> Probe:
@@ -208,13 +179,13 @@ def _probe_jsonl(path: Path, compression: str | None) -> Probe:
     rows = 0
     schema: pa.Schema | None = None
     for chunk in _json_chunks(path, compression):
-        digest.update(chunk)
-        table = _parse_chunk(path, chunk, rows, None)
-        inferred = _untimestamp(table.schema)
-        schema = inferred if schema is None else unify(path, [schema, inferred])
+        digest.update(chunk.data)
+        if chunk.blank:
+            continue
+        table = jsonl.parse(chunk)
+        schema = table.schema if schema is None else jsonl.merge_chunk(chunk, schema, table)
         rows += table.num_rows
-    if schema is None:
-        schema = pa.schema([])
+    schema = _untimestamp(schema) if schema is not None else pa.schema([])
     return Probe(schema=schema, rows=rows, num_bytes=remote.file_size(path), fingerprint=digest.hexdigest()[:32])
 
 
@@ -225,22 +196,22 @@ def _untimestamp(schema: pa.Schema) -> pa.Schema:
 
 
 def unify(where: Path | str, schemas: Sequence[pa.Schema]) -> pa.Schema:
-    """One schema for JSON read in parts: columns in first-seen order, types widened
-    (null -> anything, int -> float); incompatible types are an error naming the column."""
-    try:
-        return pa.unify_schemas(list(schemas), promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        detail = str(exc).splitlines()[0]
-        raise DeltError(f"{where}: a JSON field has incompatible types in different records ({detail}); fix the source or convert it with `delt prepare`") from exc
+    """One schema for JSON lines files read with their own inferred schemas (jsonl.merge_schemas:
+    columns in first-seen order, types widened); incompatible types are an error naming the field."""
+    schema = schemas[0]
+    for other in schemas[1:]:
+        try:
+            schema = jsonl.merge_schemas(schema, other)
+        except jsonl.Conflict as conflict:
+            raise DeltError(f"{where}: {conflict.says()} in the files before it") from None
+    return schema
 
 
 def _jsonl_pieces(path: Path, compression: str | None, schema: pa.Schema, columns: Sequence[str] | None) -> Iterator[pa.Table]:
     wanted = schema if columns is None else pa.schema([schema.field(c) for c in columns])
-    rows = 0
     for chunk in _json_chunks(path, compression):
-        table = _parse_chunk(path, chunk, rows, wanted)  # no columns: just the row count
-        rows += table.num_rows
-        yield table.select(wanted.names)
+        if not chunk.blank:
+            yield jsonl.parse(chunk, wanted, extra="ignore").select(wanted.names)  # no columns: just the row count
 
 
 # -- Arrow IPC (Hugging Face datasets) ------------------------------------------------------
@@ -275,7 +246,7 @@ def _probe_arrow(path: Path) -> Probe:
     return Probe(schema=schema, rows=sum(counts), num_bytes=size, fingerprint=digest.hexdigest()[:32])
 
 
-def _arrow_pieces(path: Path, columns: Sequence[str] | None) -> Iterator[pa.Table]:
+def arrow_pieces(path: Path, columns: Sequence[str] | None) -> Iterator[pa.Table]:
     try:
         _, batches = _open_arrow(path)
         pending: list[pa.RecordBatch] = []
@@ -289,4 +260,4 @@ def _arrow_pieces(path: Path, columns: Sequence[str] | None) -> Iterator[pa.Tabl
         if pending:
             yield pa.Table.from_batches(pending)
     except (pa.ArrowException, OSError) as exc:
-        raise DeltError(f"{path}: cannot read Arrow file ({str(exc).splitlines()[0]})") from exc
+        raise DeltError(f"{path}: corrupt or truncated Arrow file ({str(exc).splitlines()[0]})") from exc
