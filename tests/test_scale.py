@@ -283,3 +283,26 @@ def test_slurm_example_fit_array_finish(corpus, tmp_path):
     for shard in shard_bytes(out):
         assert pq.read_table(out / shard, columns=["dsir", "dsir_gumbel"]).equals(pq.read_table(tmp_path / "one" / shard, columns=["dsir", "dsir_gumbel"]))
     assert json.loads((out / "manifest.json").read_text())["processes"] == 3
+
+
+def test_embed_ranks_and_finish_equal_one_process(corpus, tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from delt_cli.models.loading import load_tokenizer
+
+    root, pool, target, model = corpus
+    torch.manual_seed(0)
+    tok = load_tokenizer(str(root / "tok"))
+    encoder = tmp_path / "enc"
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24, max_position_embeddings=128)).save_pretrained(str(encoder))
+    tok.save_pretrained(str(encoder))
+    args = ["--model", str(encoder), "--max-length", "64"]
+    assert runner.invoke(app, ["embed", str(pool), "-o", str(tmp_path / "one"), *args]).exit_code == 0
+    for r in (1, 0):
+        res = runner.invoke(app, ["embed", str(pool), "-o", str(tmp_path / "ranks"), *args, "--rank", str(r), "--world-size", "2"])
+        assert res.exit_code == 0, res.output
+    assert not (tmp_path / "ranks" / "manifest.json").exists()
+    assert runner.invoke(app, ["finish", str(tmp_path / "ranks")]).exit_code == 0
+    assert shard_bytes(tmp_path / "ranks") == shard_bytes(tmp_path / "one")
+    assert json.loads((tmp_path / "ranks" / "manifest.json").read_text())["scorer"]["dim"] == 16
