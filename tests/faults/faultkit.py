@@ -172,8 +172,8 @@ def shard_digests(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(directory).glob("*.parquet"))}
 
 
-# Hidden files a finished output keeps on purpose (LQS keeps its annotation for --resume).
-KEPT_HIDDEN = {".lqs-annotation.cache"}
+# Hidden entries a finished output keeps on purpose (a scorer's fit, for --resume: scoring/artifact.py).
+KEPT_HIDDEN = {".delt-fit"}
 
 
 def leftovers(output: Path) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import write_dataset
 from delt_cli.atomic import HOST
-from faultkit import delt, error_line, file_digests, launch, leftovers, shard_digests, tiny_bert  # noqa: F401
+from faultkit import delt, error_line, launch, leftovers, shard_digests  # noqa: F401
 
 HOLDS = "after:holder.json+unlock"  # the writer lock held, its bookkeeping lock let go
 
@@ -124,29 +124,6 @@ def test_ranks_of_one_run_share_the_lock_and_another_run_is_refused(data, launch
         # destroyed at exit it did not happen in 10 runs.
         pytest.xfail("a rank aborted at exit after a complete run (no destroy_process_group at exit)")
     assert code == 0, holder.stderr
-
-
-@pytest.mark.slow
-def test_second_embed_is_refused(data, launch, tmp_path):
-    bert = tiny_bert(tmp_path / "bert")
-    out = tmp_path / "e"
-    holder = launch("embed", data, "-o", out, "--model", bert, "--max-length", "32", pause=HOLDS)
-    holder.wait_stopped()
-    _second_is_refused(holder, ["embed", data, "-o", out, "--model", bert, "--max-length", "16", "--overwrite"], out)
-    assert holder.cont() == 0, holder.stderr
-    assert delt("stats", out).returncode == 0
-
-
-@pytest.mark.slow
-def test_second_distill_is_refused(data, launch, tmp_path):
-    bert = tiny_bert(tmp_path / "bert")
-    out = tmp_path / "scorer"
-    args = ["distill", data, "-o", out, "--column", "score", "--encoder", bert, "--freeze-encoder", "--max-length", "32"]
-    holder = launch(*args, pause=HOLDS)
-    holder.wait_stopped()
-    _second_is_refused(holder, [*args[:-1], "16", "--overwrite"], out)
-    assert holder.cont() == 0, holder.stderr
-    assert (out / "manifest.json").is_file()
 
 
 # -- train and eval ------------------------------------------------------------------------

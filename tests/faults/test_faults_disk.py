@@ -181,6 +181,7 @@ def _fill(disk: Path, leave: int) -> None:
         fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
 
 
+@pytest.mark.slow
 @pytest.mark.assets
 @pytest.mark.xfail(
     strict=True,
@@ -198,6 +199,8 @@ def test_train_on_a_full_disk_names_the_file(disk):
     assert not (run_dir / "manifest.json").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_eval_results_past_a_file_size_limit_name_the_file(tmp_path):
     from trainkit import tiny_model_dir
 

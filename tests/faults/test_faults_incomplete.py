@@ -75,6 +75,8 @@ def test_every_reader_refuses_an_unfinished_output(scored, tmp_path, cli, args):
     assert tree_digest(out) == before
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_eval_refuses_an_unfinished_heldout_set(scored, tmp_path, cli):
     from trainkit import tiny_model_dir
 

@@ -57,9 +57,7 @@ KILLS = [
     ("order", "start", START, False),
     ("order", "mid-shard", "before:part-00003.parquet", False),  # pass 2, buckets in the staging directory
     ("order", "manifest", MANIFEST, False),
-    ("embed", "between-shards", "after:shard-001.parquet", True),
     ("embed", "manifest", MANIFEST, True),
-    ("distill", "start", START, True),
     ("distill", "manifest", MANIFEST, True),
 ]
 
@@ -137,9 +135,10 @@ def test_killed_run_is_refused_then_finished_byte_identical(request, data, refer
     if kind == "shardwise" and out.is_dir() and any(out.glob("*.parquet")):
         refused = delt("stats", out)
         error_line(refused, f"{out}: an unfinished delt output (no manifest.json", f"delt {' '.join(args)} --resume")
-        sel = tmp_path / "sel"
-        error_line(delt("select", out, "-o", sel, "--by", "score", "--top-r", "0.5"), "an unfinished delt output")
-        assert not sel.exists() and not leftovers(sel)
+        if point == "between-shards":  # issue 14 §2; every reader: test_faults_incomplete.py
+            sel = tmp_path / "sel"
+            error_line(delt("select", out, "-o", sel, "--by", "score", "--top-r", "0.5"), "an unfinished delt output")
+            assert not sel.exists() and not leftovers(sel)
     else:
         assert not out.exists(), sorted(p.name for p in out.iterdir())
         error_line(delt("stats", out), f"{out}: no such file or directory")
@@ -272,6 +271,6 @@ def test_killed_lqs_resumes_to_the_same_bytes(launch, tmp_path):
     error_line(delt("stats", out), "an unfinished delt output (no manifest.json; 2 shard(s) written so far)")
     resumed = delt(*args, "-o", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "LQS annotation reused" in resumed.stderr
+    assert "lqs: fit reused from" in resumed.stderr
     assert shard_digests(out) == shard_digests(whole)
     assert leftovers(out) == []

@@ -61,7 +61,11 @@ def test_overwrite_refuses_a_directory_with_files_delt_did_not_write(data, tmp_p
     assert leftovers(o) == []
 
 
-@pytest.mark.parametrize("args", [pytest.param(a, id=i) for i, a in DATASET_COMMANDS])
+# a global step (StagedOutput, as select and prepare) and a per-shard one (ShardwiseOutput)
+TWO_KINDS = [c for c in DATASET_COMMANDS if c[0] in ("order", "score")]
+
+
+@pytest.mark.parametrize("args", [pytest.param(a, id=i) for i, a in TWO_KINDS])
 def test_overwrite_refuses_a_delt_output_with_foreign_files_added(data, tmp_path, args):
     """A finished delt output to which the user added a note and a Parquet file of their own:
     the delt shards would be replaced, the rest not; so nothing is done."""
@@ -77,7 +81,7 @@ def test_overwrite_refuses_a_delt_output_with_foreign_files_added(data, tmp_path
     assert tree_digest(o) == before
 
 
-@pytest.mark.parametrize("args", [pytest.param(a, id=i) for i, a in DATASET_COMMANDS])
+@pytest.mark.parametrize("args", [pytest.param(a, id=i) for i, a in TWO_KINDS])
 def test_overwrite_replaces_an_output_delt_wrote(data, tmp_path, args):
     """The other side: a directory holding only delt's own files (and a killed run's leftovers) is replaced."""
     o = tmp_path / "o"
@@ -88,6 +92,7 @@ def test_overwrite_replaces_an_output_delt_wrote(data, tmp_path, args):
     assert delt("stats", o).returncode == 0
 
 
+@pytest.mark.slow
 def test_overwrite_refuses_an_embed_output_with_foreign_files(data, tmp_path):
     o = tmp_path / "o"
     plant(o)
@@ -98,6 +103,7 @@ def test_overwrite_refuses_an_embed_output_with_foreign_files(data, tmp_path):
     assert tree_digest(o) == before
 
 
+@pytest.mark.slow
 def test_overwrite_refuses_a_distill_output_with_foreign_files(data, tmp_path):
     o = tmp_path / "o"
     plant(o)
@@ -110,6 +116,7 @@ def test_overwrite_refuses_a_distill_output_with_foreign_files(data, tmp_path):
 TINY = ["--model", "llama-tiny", "--tokenizer", "gpt2", "--seq-len", "32", "--batch-size", "4", "--max-steps", "1", "--save-every", "0"]
 
 
+@pytest.mark.slow
 @pytest.mark.assets
 def test_overwrite_refuses_a_run_directory_with_foreign_files(data, tmp_path):
     run_dir = tmp_path / "run"
@@ -120,6 +127,7 @@ def test_overwrite_refuses_a_run_directory_with_foreign_files(data, tmp_path):
     assert tree_digest(run_dir) == before
 
 
+@pytest.mark.slow
 @pytest.mark.assets
 def test_overwrite_refuses_an_eval_output_that_is_not_delt_results(data, tmp_path):
     """--overwrite of a results file that delt did not write (a user's notes) is refused."""
