@@ -225,7 +225,10 @@ def test_rate_estimate_is_steady_under_uneven_batches_and_follows_a_lasting_chan
 def test_logged_progress_lines_have_a_steady_decreasing_eta(monkeypatch):
     clock = [0.0]
     buffer = io.StringIO()
-    monkeypatch.setattr(console_module.console, "file", buffer)
+    # `_file`, not `file`: restoring the `file` property would pin the console to the stream of
+    # this moment (pytest's capture) for every later test of the process, whose CliRunner output
+    # would then be lost
+    monkeypatch.setattr(console_module.console, "_file", buffer)
     bar = _LoggedProgress(console=console_module.console, disable=True, every=60.0, get_time=lambda: clock[0])
     with bar:
         task = bar.add_task("scoring", total=400)
