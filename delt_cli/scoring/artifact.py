@@ -14,7 +14,6 @@ place and renamed into it, so an artifact that exists is whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -27,7 +26,7 @@ import pyarrow.parquet as pq
 
 from delt_cli import __version__
 from delt_cli.atomic import parse_temporary, staged_dir
-from delt_cli.dataset.provenance import write_json_atomic
+from delt_cli.dataset.provenance import sha256_file, write_json_atomic
 from delt_cli.errors import DeltError
 from delt_cli.scoring.base import Fitted
 from delt_cli.scoring.options import fit_dict
@@ -35,14 +34,6 @@ from delt_cli.scoring.options import fit_dict
 FIT_NAME = "fit.json"
 KIND = "delt-fit"
 IN_OUTPUT = ".delt-fit"  # where `delt score --method M` keeps the fit inside its output
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write(directory: Path, scorer, fitted: Fitted, dataset, *, argv: Optional[list] = None) -> dict:

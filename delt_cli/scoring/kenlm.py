@@ -113,7 +113,7 @@ class KenLMScorer(Scorer):
     def references(self) -> dict:
         path = Path(self.options.model)
         check_model_file(path)
-        from delt_cli.scoring.artifact import sha256_file
+        from delt_cli.dataset.provenance import sha256_file
 
         return {"model": str(path), "model_fingerprint": sha256_file(path)[:32]}
 
