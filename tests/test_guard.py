@@ -245,3 +245,13 @@ def test_distill_overwrite_replaces_a_scorer_but_not_the_users_files(cli, tmp_pa
     result = cli(*args, "--overwrite", "--seed", "2")
     assert result.exit_code == 2 and "holds files delt did not write (notes.txt)" in result.stderr
     assert (tmp_path / "scorer" / "notes.txt").read_text() == "mine"
+
+
+def test_an_output_of_independent_ranks_points_to_delt_finish(cli, tmp_path):
+    data = write_dataset(tmp_path / "in", 40, shards=2)
+    out = tmp_path / "s"
+    assert cli("score", data, "-o", out, "--method", "length").exit_code == 0
+    (out / "manifest.json").unlink()
+    (out / ".delt-rank-0-of-2.json").write_text("{}")  # what a rank of --rank/--world-size leaves
+    res = cli("stats", out)
+    assert res.exit_code == 1 and f"run `delt finish {out}`" in res.stderr

@@ -537,6 +537,8 @@ def _finish_hint(folder: Path) -> str:
 
     if isinstance(folder, remote.RemotePath):  # an object store keeps no lock (docs/datasets.md)
         return "finish it by rerunning the delt command that wrote it with --resume (or set DELT_ALLOW_INCOMPLETE=1 to read it anyway)"
+    if any(folder.glob(".delt-rank-*.json")):  # independent ranks (--rank/--world-size) leave records, not a manifest
+        return f"when every rank has finished, run `delt finish {folder}` (or set DELT_ALLOW_INCOMPLETE=1 to read it anyway)"
     holder = folder.with_name(f".{folder.name}.delt-lock") / "holder.json"
     try:
         argv = json.loads(holder.read_text()).get("argv") or []
