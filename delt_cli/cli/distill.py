@@ -13,7 +13,7 @@ EXAMPLES = """
 **Examples**
 
 ```
-delt score raw -o ann --method lqs --model llama-3m --tokenizer gpt2 --target target/
+delt score raw -o ann --method lqs --model llama-3m --tokenizer gpt2 --target target/ --proxy-size 2048
 delt distill ann -o lqs-scorer --column lqs_z
 delt distill ann -o lqs-scorer --column lqs_z --freeze-encoder
 delt score raw -o scored --method scorer --scorer lqs-scorer
