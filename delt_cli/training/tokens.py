@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from delt_cli.atomic import open_atomic
+from delt_cli.atomic import describe_os_error, open_atomic
 from delt_cli.console import info, progress
 from delt_cli.dataset import Dataset, Shard, read_shard
 from delt_cli.dataset.provenance import write_json_atomic
@@ -197,9 +197,14 @@ def build_token_cache(
                 texts = read_shard(shard.path, [dataset.text_column]).column(dataset.text_column).to_pylist()
                 tokens, ends = tokenize_texts(tokenizer, texts, eos, dtype)
                 tokens_path, docs_path, meta_path = paths(shard)
-                _save_npy_atomic(tokens_path, tokens)
-                _save_npy_atomic(docs_path, ends)
-                write_json_atomic(meta_path, {**expected, "shard": shard.name, "shard_fingerprint": shard.fingerprint, "rows": len(texts), "tokens": int(len(tokens))})
+                meta = {**expected, "shard": shard.name, "shard_fingerprint": shard.fingerprint, "rows": len(texts), "tokens": int(len(tokens))}
+                for path, write in ((tokens_path, lambda p: _save_npy_atomic(p, tokens)), (docs_path, lambda p: _save_npy_atomic(p, ends)), (meta_path, lambda p: write_json_atomic(p, meta))):
+                    try:
+                        write(path)
+                    except OSError as exc:  # a full disk: np.save's error names no file
+                        raise DeltError(
+                            f"cannot write the token cache: {describe_os_error(exc, path)}; shards tokenized so far are kept: free space and rerun with --resume"
+                        ) from exc
                 bar.advance(task, shard.num_rows)
         info(f"tokenized {len(todo)} shard(s) into {cache_dir}")
     barrier()
