@@ -307,3 +307,19 @@ def test_timings_line_only_when_asked(dataset, tmp_path):
     proc = subprocess.run([*DELT, "select", str(dataset), "-o", str(tmp_path / "s"), "--by", "score", "--top-r", "0.5"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "delt-timings" not in proc.stderr
+
+
+def test_select_over_folders_with_repeated_shard_names_keeps_every_row_in_order(cli, tmp_path):
+    """A glob over two folders matched two shards named part.parquet, and shards whose folder order
+    is not their name order: select named its outputs after the inputs, so one overwrote the other
+    ('kept 6 of 6 rows', 4 written) and the order changed. Outputs are now part-NNNNN in dataset order."""
+    for folder, name, ids in (("d1", "b.parquet", ["x1", "x2"]), ("d2", "a.parquet", ["y1", "y2"]), ("d2", "b.parquet", ["z1", "z2"])):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        pq.write_table(pa.table({"id": ids, "text": ["t", "u"], "score": [1.0, 2.0]}), tmp_path / folder / name)
+    res = cli("select", str(tmp_path / "d*" / "*.parquet"), "-o", tmp_path / "sel", "--by", "score", "--top-r", "1.0")
+    assert res.exit_code == 0, res.output
+    out = sorted((tmp_path / "sel").glob("*.parquet"))
+    assert [p.name for p in out] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [i for p in out for i in pq.read_table(p).column("id").to_pylist()] == ["x1", "x2", "y1", "y2", "z1", "z2"]
+    res = cli("score", str(tmp_path / "d[12]" / "[ab].parquet"), "-o", tmp_path / "s", "--method", "length")
+    assert res.exit_code == 1 and "two input shards are named b.parquet" in res.stderr

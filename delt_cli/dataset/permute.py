@@ -113,21 +113,32 @@ def _write_empty(dataset: Dataset, path: Path, metadata: dict[bytes, bytes]) -> 
     return path
 
 
+def filtered_names(dataset: Dataset) -> list[str]:
+    """Names of the output shards of a filter, one per input shard: the input names when they are
+    distinct and sort in dataset order, else part-NNNNN in dataset order. (A glob over several
+    folders can match two shards of one name, or order shards by folder unlike their names:
+    taking the names then overwrote one shard with another, or reordered the output.)"""
+    names = [s.name for s in dataset.shards]
+    if len(set(names)) == len(names) and names == sorted(names):
+        return names
+    return [shard_name(i, len(names)) for i in range(len(names))]
+
+
 def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata: dict[bytes, bytes]) -> list[Path]:
     """Write the rows where `keep` is true, one output shard per input shard that keeps any row.
 
-    Output shards take the input shard names, so dataset order is preserved. Each shard
-    is streamed row group by row group. When no row is kept, a single empty shard with
-    the full schema is written.
+    Output shards take the input shard names (`filtered_names`), so dataset order is preserved.
+    Each shard is streamed row group by row group. When no row is kept, a single empty shard
+    with the full schema is written.
     """
     offsets = dataset.offsets
+    names = filtered_names(dataset)
 
     def one(i: int) -> Path | None:
         mask = keep[offsets[i] : offsets[i + 1]]
         if not mask.any():
             return None
-        shard = dataset.shards[i]
-        path = directory / shard.name
+        path = directory / names[i]
         with _shard_writer(path, dataset.schema, metadata) as out:
             for start, table in timed("decode", shard_pieces(dataset, i, wanted=mask)):  # row groups with no kept row are not read
                 part = mask[start : start + table.num_rows]

@@ -416,6 +416,11 @@ class ShardwiseOutput:
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})[0]
             raise DeltError(f"{dataset.spec}: two input shards are named {dup}; per-shard output names would collide")
+        if names != sorted(names) and rank == 0:
+            warn(
+                f"{dataset.spec}: the input's shards, in path order, are not in name order; the output keeps their names, "
+                "so its dataset order (by name) differs from the input's: `delt order` it, or pass one folder"
+            )
 
     def __enter__(self) -> "ShardwiseOutput":
         self.check()
