@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from delt_cli.dataset.parallel import parallel_map
 from delt_cli.dataset.reader import Dataset
 from delt_cli.dataset.timing import phase, timed
-from delt_cli.dataset.writer import ROW_GROUP_SIZE, ShardWriter, shard_name, write_shard
+from delt_cli.dataset.writer import ROW_GROUP_SIZE, ShardWriteError, ShardWriter, shard_name, write_shard
 from delt_cli.errors import DeltError
 
 POS = "__delt_pos"
@@ -190,8 +190,14 @@ def write_permuted(
         """
         path = scratch / f"bucket-{i:06d}.arrow"
         found: dict[int, list[int]] = {}
-        written = 0
         shard_dest = dest[offsets[i] : offsets[i + 1]]
+        try:
+            return _fill_bucket(path, i, shard_dest, found)
+        except OSError as exc:  # a full disk or a file-size limit: name the bucket file
+            raise ShardWriteError(path, exc) from exc
+
+    def _fill_bucket(path: Path, i: int, shard_dest: np.ndarray, found: dict[int, list[int]]) -> dict[int, list[int]]:
+        written = 0
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
             for start, table, kept in timed("decode", _pieces_with_rows(dataset, i, shard_dest >= 0)):
                 with phase("bucket"):
