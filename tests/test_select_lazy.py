@@ -129,7 +129,7 @@ def test_output_inside_the_selected_input_is_refused(cli, dataset, tmp_path):
 def test_zero_rows_kept(cli, dataset, tmp_path):
     assert cli("select", dataset, "-o", tmp_path / "l", "--by", "score", "--top-k", "0", "--lazy").exit_code == 0
     ds = open_selection(tmp_path / "l")
-    assert ds.num_rows == 0 and ds.shards == []
+    assert ds.num_rows == 0 and [s.num_rows for s in ds.shards] == [0, 0, 0]
     assert cli("order", tmp_path / "l", "-o", tmp_path / "o", "--method", "folding", "--by", "score").exit_code == 0
     rows = read_rows(tmp_path / "o")
     assert rows.num_rows == 0 and rows.column_names == ["id", "text", "score", "domain", "n"]
@@ -265,3 +265,22 @@ try:  # the local S3 server's fixtures, for the test above (skipped there withou
     from test_s3 import endpoint, s3  # noqa: E402,F401
 except pytest.skip.Exception:
     pass
+
+
+def test_lazy_over_folders_with_the_same_shard_names(cli, tmp_path):
+    """A glob over two folders whose shards share names: written out, a lazy selection has the
+    eager selection's rows and shard names (part-NNNNN in dataset order)."""
+    write_dataset(tmp_path / "d1", 30, shards=2, seed=1)
+    d2 = write_dataset(tmp_path / "d2", 30, shards=2, seed=2)
+    for p in d2.glob("*.parquet"):  # ids unique across folders
+        t = pq.read_table(p)
+        pq.write_table(t.set_column(0, "id", pa.array([f"b-{v}" for v in t.column("id").to_pylist()])), p)
+    spec = str(tmp_path / "d*" / "*.parquet")
+    assert cli("select", spec, "-o", tmp_path / "e", "--by", "score", "--top-r", "0.5").exit_code == 0
+    assert cli("select", spec, "-o", tmp_path / "l", "--by", "score", "--top-r", "0.5", "--lazy").exit_code == 0
+    assert cli("select", tmp_path / "l", "-o", tmp_path / "m", "--random-r", "1").exit_code == 0
+    assert all(p.name.startswith("part-") for p in (tmp_path / "e").glob("*.parquet"))
+    _same_rows(tmp_path / "e", tmp_path / "m")
+    for src in ("e", "l"):
+        assert cli("order", tmp_path / src, "-o", tmp_path / f"{src}o", "--method", "folding", "--by", "score").exit_code == 0
+    _same_rows(tmp_path / "eo", tmp_path / "lo")

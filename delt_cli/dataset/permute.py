@@ -37,6 +37,11 @@ from delt_cli.errors import DeltError
 
 POS = "__delt_pos"
 
+# Pass 1 of a permutation holds the pieces of an input shard until they reach this size, then
+# writes one bucket batch per output shard: the number of batches grows with input shards x
+# output shards, not with pieces x output shards (at 10M rows of ~500 bytes: 20k batches, not 70k).
+HOLD_BYTES = 16 << 20
+
 # Rows decoded at a time from a row group larger than this (foreign Parquet often has one
 # row group per file: 100k rows of documents are ~50 MB of text, twice that while decoding).
 BATCH_ROWS = ROW_GROUP_SIZE
@@ -198,6 +203,25 @@ def write_permuted(
 
     def _fill_bucket(path: Path, i: int, shard_dest: np.ndarray, found: dict[int, list[int]]) -> dict[int, list[int]]:
         written = 0
+        pending: list[tuple[pa.Table, np.ndarray]] = []  # pieces sorted by destination, with their cuts per output shard
+        held = 0
+
+        def flush() -> None:
+            """One record batch per output shard: its slice of every piece held."""
+            nonlocal written, held
+            wanted = np.zeros(n_out, dtype=bool)
+            for _, cuts in pending:
+                wanted |= np.diff(cuts) > 0
+            for j in np.flatnonzero(wanted):
+                parts = [t.slice(int(c[j]), int(c[j + 1] - c[j])) for t, c in pending if c[j + 1] > c[j]]
+                batch = parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
+                for b in batch.to_batches():
+                    writer.write_batch(b)
+                    found.setdefault(int(j), []).append(written)
+                    written += 1
+            pending.clear()
+            held = 0
+
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
             for start, table, kept in timed("decode", _pieces_with_rows(dataset, i, shard_dest >= 0)):
                 with phase("bucket"):
@@ -207,13 +231,12 @@ def write_permuted(
                     positions = d[by_dest]
                     table = table.take(pa.array(by_dest if kept is None else kept[by_dest])).replace_schema_metadata(None)
                     table = table.append_column(POS, pa.array(positions, type=pa.int64())).combine_chunks()
-                    cuts = np.searchsorted(positions, boundaries)
-                    for j in np.flatnonzero(np.diff(cuts)):
-                        lo, hi = int(cuts[j]), int(cuts[j + 1])
-                        for batch in table.slice(lo, hi - lo).to_batches():
-                            writer.write_batch(batch)
-                            found.setdefault(int(j), []).append(written)
-                            written += 1
+                    pending.append((table, np.searchsorted(positions, boundaries)))
+                    held += table.nbytes
+                    if held >= HOLD_BYTES:
+                        flush()
+            with phase("bucket"):
+                flush()
         return found
 
     try:
@@ -223,25 +246,24 @@ def write_permuted(
                 pieces[j].append((scratch / f"bucket-{i:06d}.arrow", batches))
 
         def assemble(j: int) -> Path:
-            """Pass 2 for output shard j, one row group at a time: every bucket batch is sorted by
-            destination, so a row group's rows are one slice of each batch; they are merged and
-            put in order there. Memory: the shard's batches once, plus one row group."""
+            """Pass 2 for output shard j, one row group at a time: every batch of the shard (one per
+            input shard, or per HOLD_BYTES of it) is sorted by destination, so a row group's rows
+            are one slice of each batch; they are merged and put in order there. Memory: the
+            shard's batches once, plus one row group."""
+            lo, hi = int(boundaries[j]), min(int(boundaries[j + 1]), total)
+            step = ROW_GROUP_SIZE
             with phase("gather"):
                 # Memory-mapped, opened for this shard only: its batches are read in place (no
                 # copy) and their pages leave the resident set when the maps close at the end.
                 files = [pa.ipc.open_file(pa.memory_map(str(path))) for path, _ in pieces[j]]
                 batches = [f.get_batch(b) for f, (_, ids) in zip(files, pieces[j]) for b in ids]
-                positions = [b.column(POS).to_numpy() for b in batches]
+                starts = np.arange(lo, hi + step, step).clip(max=hi)
+                cuts = [np.searchsorted(b.column(POS).to_numpy(), starts) for b in batches]  # row group g: [c[g], c[g+1])
             path = directory / shard_name(j, n_out)
-            step = ROW_GROUP_SIZE
             with _shard_writer(path, dataset.schema, metadata) as out:
-                for lo in range(int(boundaries[j]), min(int(boundaries[j + 1]), total), step):
+                for g in range(len(starts) - 1):
                     with phase("gather"):
-                        parts = []
-                        for batch, pos in zip(batches, positions):
-                            a, z = np.searchsorted(pos, [lo, lo + step])
-                            if z > a:
-                                parts.append(batch.slice(a, z - a))
+                        parts = [b.slice(c[g], c[g + 1] - c[g]) for b, c in zip(batches, cuts) if c[g + 1] > c[g]]
                         group = pa.Table.from_batches(parts, schema=bucket_schema)
                         pos = group.column(POS).to_numpy()
                         group = group.drop_columns([POS])

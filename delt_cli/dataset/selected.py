@@ -63,27 +63,19 @@ def _digest(shard_fingerprint: str, mask: np.ndarray) -> str:
 
 
 class SelectedDataset(Dataset):
-    """The kept rows of `source`: shard i of this dataset is `source.shards[index[i]]` cut to
-    `masks[i]` (a boolean per row of that file); shards without a kept row are left out,
-    as an eager selection writes no shard for them."""
+    """The kept rows of `source`: shard i of this dataset is `source.shards[i]` cut to `masks[i]`
+    (a boolean per row of that file). A shard that keeps no row has 0 rows here; writing the
+    selection out skips it, as an eager selection does."""
 
     def __init__(self, spec: str, source: Dataset, masks: Sequence[np.ndarray], *, root: Path, verified_ids: str | None):
         self.source = source
-        self.index = [i for i, m in enumerate(masks) if m.any()]
-        self.masks = [masks[i] for i in self.index]
+        self.masks = list(masks)
         self.verified_ids = verified_ids
-        shards = [replace(source.shards[i], num_rows=int(m.sum()), fingerprint=_digest(source.shards[i].fingerprint, m)) for i, m in zip(self.index, self.masks)]
+        shards = [replace(s, num_rows=int(m.sum()), fingerprint=_digest(s.fingerprint, m)) for s, m in zip(source.shards, self.masks)]
         super().__init__(spec=spec, shards=shards, schema=source.schema, roots=[root, *source.roots], id_column=source.id_column, text_column=source.text_column)
 
     def describe(self, with_shards: bool = True) -> dict:
         return {**super().describe(with_shards), "lazy_selection_of": self.source.spec}
-
-    def source_masks(self) -> list[np.ndarray]:
-        """One boolean mask per shard of the source (all false for shards with no kept row)."""
-        full = [np.zeros(s.num_rows, dtype=bool) for s in self.source.shards]
-        for i, m in zip(self.index, self.masks):
-            full[i] = m
-        return full
 
     # -- reading: every read goes through the source's pieces, cut to the kept rows --------
     def kept_pieces(self, i: int, columns: Sequence[str] | None = None, wanted: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table, np.ndarray | None]]:
@@ -97,7 +89,9 @@ class SelectedDataset(Dataset):
             mask = mask.copy()
             mask[mask] = wanted
         before = np.concatenate([[0], np.cumsum(self.masks[i])])  # kept rows before each source row
-        for start, table in file_pieces(self.source, self.source.shards[self.index[i]], columns, mask):
+        if not mask.any():
+            return
+        for start, table in file_pieces(self.source, self.source.shards[i], columns, mask):
             part = self.masks[i][start : start + table.num_rows]
             yield int(before[start]), table, None if part.all() else np.flatnonzero(part)
 
@@ -149,18 +143,15 @@ def selection_record(dataset: Dataset, keep: np.ndarray, shard_metadata: dict[by
     """The manifest record for keeping rows `keep` of `dataset`; a lazy dataset's kept rows
     are mapped back to its source, so a selection always points at real shards.
     `shard_metadata`: the provenance that shards written out from it carry."""
+    bounds = dataset.offsets
+    masks = [keep[bounds[i] : bounds[i + 1]] for i in range(len(dataset.shards))]
+    source = dataset
     if isinstance(dataset, SelectedDataset):
-        masks = dataset.source_masks()
-        offsets = dataset.offsets
-        for i, k in zip(dataset.index, range(len(dataset.masks))):
-            m = masks[i].copy()
-            m[m] = keep[offsets[k] : offsets[k + 1]]
-            masks[i] = m
+        for i, m in enumerate(dataset.masks):  # the kept of the kept, in rows of the source
+            full = np.zeros(len(m), dtype=bool)
+            full[np.flatnonzero(m)[masks[i]]] = True
+            masks[i] = full
         source = dataset.source
-    else:
-        bounds = dataset.offsets
-        masks = [keep[bounds[i] : bounds[i + 1]] for i in range(len(dataset.shards))]
-        source = dataset
     bits = np.packbits(np.concatenate(masks) if masks else np.zeros(0, dtype=bool)).tobytes()
     record = {
         "format": 1,
