@@ -31,7 +31,7 @@ Examples that need several processes, machines or GPUs, a cluster or the network
 
 Time: about 80 commands, most of which import torch and transformers (4 s of CPU each here
 before any work), and ten that load SmolLM2-135M: 6-7 minutes of CPU in all on this 2-core
-machine (measured under load; see the report of the commit that added this file).
+machine, so they run two at a time (`examples`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -346,11 +348,13 @@ class Library:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.made: dict[str, Path] = {}
+        self.lock = threading.RLock()  # examples run two at a time (`examples` below)
 
     def get(self, name: str) -> Path:
-        if name not in self.made:
-            self.made[name] = getattr(self, "make_" + name.replace("-", "_").replace(".", "_"))(self.root / name)
-        return self.made[name]
+        with self.lock:
+            if name not in self.made:
+                self.made[name] = getattr(self, "make_" + name.replace("-", "_").replace(".", "_"))(self.root / name)
+            return self.made[name]
 
     def delt(self, *args: str, env: dict | None = None) -> None:
         result = subprocess.run([str(BIN / "delt"), *map(str, args)], cwd=self.root, capture_output=True, text=True,
@@ -583,13 +587,39 @@ def _params():
         yield pytest.param(line, id=example_id, marks=[pytest.mark.skip(reason=reason)] if reason else [])
 
 
-@pytest.mark.parametrize("line", _params())
-def test_example_runs(line, library, tmp_path):
-    world = tmp_path / "world"
+def run_example(library: Library, world: Path, line: str) -> tuple[str, subprocess.CompletedProcess]:
     make_world(library, world, line)
     command = runnable(line)
     result = subprocess.run(["bash", "-c", f"set -euo pipefail\n{command}"], cwd=world, capture_output=True, text=True,
                             env=example_env(world), timeout=TIMEOUT)
+    return command, result
+
+
+@pytest.fixture(scope="session")
+def examples(request, library, tmp_path_factory):
+    """The selected examples, started WORKERS at a time in the background in test order (most of
+    an example's time is one process importing torch or running a model: two use two cores);
+    each test waits for its own. Example line -> (future of (command, result), its world).
+    Under pytest-xdist this file stays on one worker (`make test` uses --dist loadfile)."""
+    lines = [item.callspec.params["line"] for item in request.session.items
+             if getattr(item, "originalname", None) == "test_example_runs" and not item.get_closest_marker("skip")]
+    root = tmp_path_factory.mktemp("worlds")
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    started = {}
+    for i, line in enumerate(dict.fromkeys(lines)):
+        world = root / f"{i:03d}"
+        started[line] = (pool.submit(run_example, library, world, line), world)
+    yield started
+    pool.shutdown(cancel_futures=True)
+
+
+WORKERS = 2
+
+
+@pytest.mark.parametrize("line", _params())
+def test_example_runs(line, examples):
+    future, world = examples[line]
+    command, result = future.result()
     assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stderr[-4000:]}"
     assert "Traceback" not in result.stderr, result.stderr[-4000:]
     check_stdout(line, result.stdout, world)
