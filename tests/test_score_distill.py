@@ -122,3 +122,13 @@ def test_compression_ratio_orders_repetitive_below_prose():
     out = scorer.transform(table)["compression_ratio"].to_pylist()
     assert out[0] < 0.15 < out[1] < 1.0 and out[2] is None and out[3] is None
     assert scorer.summary() == {"empty (null)": 2}
+
+
+@pytest.mark.assets
+def test_a_small_distillation_holds_out_enough_rows_for_a_correlation(tmp_path):
+    """12 rows at --heldout 0.1 held out 1 row, whose 'Spearman 0.000' was undefined and chose the best epoch."""
+    data = write_dataset(tmp_path / "ann", labelled_rows(4), shards=1)
+    result = runner.invoke(app, ["distill", str(data), "-o", str(tmp_path / "scorer"), "--column", "label", "--freeze-encoder", "--max-length", "32"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "scorer" / "scorer.json").read_text())
+    assert config["heldout_rows"] == 3 and config["train_rows"] == 9

@@ -35,6 +35,9 @@ from delt_cli.errors import DeltError
 from delt_cli.guard import foreign_except
 
 
+MIN_ROWS = 10  # labelled rows a distillation needs
+MIN_HELDOUT = 3  # rows held out at least, so that the held-out correlations are defined
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties)."""
     ra = pl.Series(np.asarray(a, dtype=np.float64)).rank("average").to_numpy()
@@ -60,8 +63,8 @@ def load_labelled(input, *, column: str, text_column: str, id_column: str):
         frame = pl.from_arrow(table).filter(pl.col(column).is_not_null() & pl.col(column).cast(pl.Float64).is_finite() & (pl.col(text_column).str.len_chars() > 0))
         texts.extend(frame[text_column].to_list())
         values.extend(frame[column].cast(pl.Float64).to_list())
-    if len(texts) < 10:
-        raise DeltError(f"--column '{column}' in {ds.spec}: only {len(texts)} row(s) with a value and a text; need at least 10 to train and hold out")
+    if len(texts) < MIN_ROWS:
+        raise DeltError(f"--column '{column}' in {ds.spec}: only {len(texts)} row(s) with a value and a text; need at least {MIN_ROWS} to train and hold out")
     return ds, texts, np.asarray(values)
 
 
@@ -137,7 +140,9 @@ def distill(
         lengths = np.asarray([len(x) for x in ids])
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(texts))
-        n_val = max(1, int(round(len(texts) * heldout)))
+        # at least MIN_HELDOUT rows: a correlation over 1 row is undefined (it read 0.000), and the
+        # best epoch is chosen by it
+        n_val = max(MIN_HELDOUT, int(round(len(texts) * heldout)))
         val, train = perm[:n_val], perm[n_val:]
         info(f"distilling '{column}' into {Path(encoder).name}: {len(train):,} training rows, {len(val):,} held out")
         if freeze_encoder:
