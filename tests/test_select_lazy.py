@@ -284,3 +284,35 @@ def test_lazy_over_folders_with_the_same_shard_names(cli, tmp_path):
     for src in ("e", "l"):
         assert cli("order", tmp_path / src, "-o", tmp_path / f"{src}o", "--method", "folding", "--by", "score").exit_code == 0
     _same_rows(tmp_path / "eo", tmp_path / "lo")
+
+
+@pytest.mark.parametrize("hold", [None, 200_000])
+def test_permutation_with_many_pieces_and_row_groups_matches_numpy(tmp_path, monkeypatch, hold):
+    """Output shards of several row groups, fed by several pieces of each input shard (one held
+    set, or many when HOLD_BYTES is small): the rows come out exactly in the computed order."""
+    from delt_cli.dataset import permute
+    from delt_cli.ordering import order_dataset
+    from delt_cli.selection import parse_rule, select_dataset
+
+    if hold:
+        monkeypatch.setattr(permute, "HOLD_BYTES", hold)
+    rng = np.random.default_rng(5)
+    d = tmp_path / "in"
+    d.mkdir()
+    n = 60_000
+    for f in range(2):
+        score = rng.random(n // 2)
+        score[:50] = 0.5  # ties
+        t = pa.table({"id": [f"r{f}-{i}" for i in range(n // 2)], "text": [f"t{i % 97}" * 3 for i in range(n // 2)], "score": score})
+        pq.write_table(t, d / f"f{f}.parquet", row_group_size=n // 2)
+    src = read_rows(d)
+    for lazy in (False, True):
+        sel, out = tmp_path / f"sel-{lazy}", tmp_path / f"ord-{lazy}"
+        select_dataset(d, sel, by="score", rule=parse_rule(top_r=0.9), lazy=lazy)
+        order_dataset(sel, out, method="folding", by="score", folds=3, shard_rows=25_000)
+        score = src.column("score").to_numpy()
+        keep = np.sort(np.argsort(-score, kind="stable")[: int(n * 0.9)])
+        s = np.argsort(score[keep], kind="stable")
+        expected = src.column("id").take(pa.array(keep[np.concatenate([s[l::3] for l in range(3)])])).to_pylist()
+        assert read_rows(out).column("id").to_pylist() == expected
+        assert [pq.read_metadata(p).num_rows for p in sorted(out.glob("*.parquet"))] == [25_000, 25_000, 4_000]

@@ -37,9 +37,10 @@ from delt_cli.errors import DeltError
 
 POS = "__delt_pos"
 
-# Pass 1 of a permutation holds the pieces of an input shard until they reach this size, then
-# writes one bucket batch per output shard: the number of batches grows with input shards x
-# output shards, not with pieces x output shards (at 10M rows of ~500 bytes: 20k batches, not 70k).
+# Pass 1 of a permutation holds the pieces of an input shard as read until they reach this size,
+# then writes one bucket batch per output shard, sorted by destination: the number of batches
+# grows with input shards x output shards, not with pieces x output shards (at 10M rows of
+# ~500 bytes: ~30k batches, not 70k).
 HOLD_BYTES = 16 << 20
 
 # Rows decoded at a time from a row group larger than this (foreign Parquet often has one
@@ -203,37 +204,39 @@ def write_permuted(
 
     def _fill_bucket(path: Path, i: int, shard_dest: np.ndarray, found: dict[int, list[int]]) -> dict[int, list[int]]:
         written = 0
-        pending: list[tuple[pa.Table, np.ndarray]] = []  # pieces sorted by destination, with their cuts per output shard
-        held = 0
+        held: list[tuple[pa.Table, np.ndarray, np.ndarray]] = []  # (piece as read, its rows to move, their destinations)
+        held_bytes = 0
 
         def flush() -> None:
-            """One record batch per output shard: its slice of every piece held."""
-            nonlocal written, held
-            wanted = np.zeros(n_out, dtype=bool)
-            for _, cuts in pending:
-                wanted |= np.diff(cuts) > 0
-            for j in np.flatnonzero(wanted):
-                parts = [t.slice(int(c[j]), int(c[j + 1] - c[j])) for t, c in pending if c[j + 1] > c[j]]
-                batch = parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
-                for b in batch.to_batches():
-                    writer.write_batch(b)
+            """Sort the held rows by destination (one take over all held pieces) and write one
+            record batch per output shard: a slice of the sorted rows."""
+            nonlocal written, held_bytes
+            if not held:
+                return
+            starts = np.cumsum([0] + [t.num_rows for t, _, _ in held[:-1]])
+            rows = np.concatenate([r + s for (_, r, _), s in zip(held, starts)])
+            positions = np.concatenate([d for _, _, d in held])
+            by_dest = np.argsort(positions)  # destinations are distinct: no ties
+            table = pa.concat_tables([t for t, _, _ in held]).take(pa.array(rows[by_dest]))
+            positions = positions[by_dest]
+            table = table.append_column(POS, pa.array(positions, type=pa.int64()))
+            cuts = np.searchsorted(positions, boundaries)
+            for j in np.flatnonzero(np.diff(cuts)):
+                for batch in table.slice(int(cuts[j]), int(cuts[j + 1] - cuts[j])).to_batches():
+                    writer.write_batch(batch)
                     found.setdefault(int(j), []).append(written)
                     written += 1
-            pending.clear()
-            held = 0
+            held.clear()
+            held_bytes = 0
 
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
             for start, table, kept in timed("decode", _pieces_with_rows(dataset, i, shard_dest >= 0)):
                 with phase("bucket"):
                     d = shard_dest[start : start + (table.num_rows if kept is None else len(kept))]
                     rows = np.flatnonzero(d >= 0)
-                    by_dest = rows[np.argsort(d[rows])]  # destinations are distinct: no ties
-                    positions = d[by_dest]
-                    table = table.take(pa.array(by_dest if kept is None else kept[by_dest])).replace_schema_metadata(None)
-                    table = table.append_column(POS, pa.array(positions, type=pa.int64())).combine_chunks()
-                    pending.append((table, np.searchsorted(positions, boundaries)))
-                    held += table.nbytes
-                    if held >= HOLD_BYTES:
+                    held.append((table.replace_schema_metadata(None), rows if kept is None else kept[rows], d[rows]))
+                    held_bytes += table.nbytes
+                    if held_bytes >= HOLD_BYTES:
                         flush()
             with phase("bucket"):
                 flush()
