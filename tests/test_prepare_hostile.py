@@ -205,7 +205,7 @@ def test_a_later_source_with_a_new_field_keeps_the_first_sources_columns(cli, tm
     [
         ("x.jsonl", b""),
         ("x.jsonl", b"\n\n"),
-        ("x.jsonl.gz", gzip.compress(b"")),
+        ("x.jsonl.gz", gzip.compress(b"", mtime=0)),
         ("x.txt", b""),
         ("x.csv", b"text,score\n"),
         ("x.csv", b""),
