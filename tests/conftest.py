@@ -62,6 +62,14 @@ def tree_digest(directory: Path) -> dict[str, str]:
     }
 
 
+def delt(*args, ok: bool = True):
+    """Run `delt ARGS...` in process (typer's CliRunner); with `ok`, assert that it succeeded."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
 @pytest.fixture
 def dataset(tmp_path) -> Path:
     return write_dataset(tmp_path / "in", 200, shards=3)

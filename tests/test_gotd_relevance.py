@@ -9,20 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from delt_cli.cli.app import app
 from delt_cli.vectors import to_arrow
+from conftest import delt
 from gotd_corpus import write_pool
-
-runner = CliRunner()
-
-
-def delt(*args, ok=True):
-    result = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
