@@ -41,7 +41,7 @@ POS = "__delt_pos"
 # then writes one bucket batch per output shard, sorted by destination: the number of batches
 # grows with input shards x output shards, not with pieces x output shards (at 10M rows of
 # ~500 bytes: ~30k batches, not 70k).
-HOLD_BYTES = 16 << 20
+HOLD_BYTES = 8 << 20
 
 # Rows decoded at a time from a row group larger than this (foreign Parquet often has one
 # row group per file: 100k rows of documents are ~50 MB of text, twice that while decoding).
@@ -105,6 +105,17 @@ def _shard_writer(path: Path, schema: pa.Schema, metadata: dict[bytes, bytes]) -
         out.close()
 
 
+def release_memory_sooner(decay_ms: int = 200) -> None:
+    """Have Arrow's jemalloc (the data commands' allocator, cli/main.py) return freed pages to the
+    system after `decay_ms` rather than its default of about a second: order's peak at 1M rows
+    ~306 -> ~280 MB for the same CPU time (0 ms: ~230 MB but 1.7x the CPU, in page faults)."""
+    try:
+        if pa.default_memory_pool().backend_name == "jemalloc":
+            pa.jemalloc_set_decay_ms(decay_ms)
+    except (pa.ArrowException, NotImplementedError):  # a build without jemalloc
+        pass
+
+
 def _pieces_with_rows(dataset: Dataset, i: int, wanted: np.ndarray) -> Iterator[tuple[int, pa.Table, np.ndarray | None]]:
     """shard_pieces, plus the positions of the shard's rows inside each piece (None: all of them);
     a lazy selection hands over its source's pieces uncut, so the rows are copied once."""
@@ -137,6 +148,7 @@ def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata
     Each shard is streamed row group by row group. When no row is kept, a single empty shard
     with the full schema is written.
     """
+    release_memory_sooner()
     offsets = dataset.offsets
     names = filtered_names(dataset)
 
@@ -174,6 +186,7 @@ def write_permuted(
     Rows not in `order` are dropped. Output shards are named part-00000, part-00001, ...
     so that name order is the new dataset order.
     """
+    release_memory_sooner()
     total = int(len(order))
     n_out = max(1, -(-total // shard_rows))
     if total == 0:
