@@ -271,8 +271,13 @@ def write_permuted(
             with phase("gather"):
                 # Memory-mapped, opened for this shard only: its batches are read in place (no
                 # copy) and their pages leave the resident set when the maps close at the end.
-                files = [pa.ipc.open_file(pa.memory_map(str(path))) for path, _ in pieces[j]]
-                batches = [f.get_batch(b) for f, (_, ids) in zip(files, pieces[j]) for b in ids]
+                # Each file is closed once its batches are taken (the mapping lives on in them), so
+                # a shard fed by 1,000 input shards holds one descriptor at a time, not 1,000.
+                batches = []
+                for bucket_path, ids in pieces[j]:
+                    with pa.memory_map(str(bucket_path)) as mapped:
+                        reader = pa.ipc.open_file(mapped)
+                        batches.extend(reader.get_batch(b) for b in ids)
                 starts = np.arange(lo, hi + step, step).clip(max=hi)
                 cuts = [np.searchsorted(b.column(POS).to_numpy(), starts) for b in batches]  # row group g: [c[g], c[g+1])
             path = directory / shard_name(j, n_out)
@@ -287,7 +292,7 @@ def write_permuted(
                             group = group.combine_chunks().take(pa.array(np.argsort(pos)))
                     with phase("encode"):
                         out.write(group)
-            del files, batches, group
+            del batches, group
             return path
 
         return parallel_map(assemble, n_out, "writing")
