@@ -341,32 +341,33 @@ def table(results: list[dict]) -> str:
 
 
 def targets(results: list[dict]) -> str:
-    """One line per (rows, input): the issue's targets against the first delt contestant."""
+    """One line per (rows, input, delt variant): the issue's targets."""
     out = []
     for r in results:
-        delt = [c for c in r["runs"] if c.startswith("delt:")][0]
-        ours = r["runs"][delt]
-        rss = max(x["rss_mb"] for x in ours)
-        parts = []
         engines = [c for c in ("duckdb", "polars") if c in r["runs"]]
-        if engines:
-            fastest = [min(r["runs"][e][i]["s"] for e in engines) for i in range(len(ours))]
-            ratio = med([f / o["s"] for f, o in zip(fastest, ours)])
-            mem = min(max(x["rss_mb"] for x in r["runs"][e]) for e in engines)
-            parts.append(f"vs the faster of {' and '.join(engines)} (per round): {ratio:.2f}x (target >= 1.5x), memory {rss / mem:.2f} of the smaller peak (target <= 0.5)")
-        if "reference" in r["runs"]:
-            ref = r["runs"]["reference"]
-            parts.append(f"vs the published approach: {med([a['s'] / o['s'] for a, o in zip(ref, ours)]):.2f}x (target >= 5x), memory {rss / max(x['rss_mb'] for x in ref):.2f} (target <= 0.33)")
-        parts.append(f"peak {rss:,.0f} MB")
-        out.append(f"* {r['rows']:,} rows, {r['input']} input, {label(delt)}: " + "; ".join(parts) + ".")
+        for delt in (c for c in r["runs"] if c.startswith("delt:")):
+            ours = r["runs"][delt]
+            rss = max(x["rss_mb"] for x in ours)
+            parts = []
+            if engines:
+                fastest = [min(r["runs"][e][i]["s"] for e in engines) for i in range(len(ours))]
+                ratios = [f / o["s"] for f, o in zip(fastest, ours)]
+                mem = min(max(x["rss_mb"] for x in r["runs"][e]) for e in engines)
+                parts.append(f"vs the faster of {' and '.join(engines)}: {med(ratios):.2f}x (rounds {', '.join(f'{x:.2f}' for x in ratios)}; target >= 1.5x), "
+                             f"memory {rss / mem:.2f} of the smaller peak (target <= 0.5)")
+            if "reference" in r["runs"]:
+                ref = r["runs"]["reference"]
+                parts.append(f"vs the published approach: {med([a['s'] / o['s'] for a, o in zip(ref, ours)]):.2f}x (target >= 5x), "
+                             f"memory {rss / max(x['rss_mb'] for x in ref):.2f} (target <= 0.33)")
+            parts.append(f"peak {rss:,.0f} MB")
+            out.append(f"* {r['rows']:,} rows, {r['input']} input, {label(delt)}: " + "; ".join(parts) + ".")
     for kind in sorted({r["input"] for r in results}):
         same = [r for r in results if r["input"] == kind]
-        if len(same) > 1:
+        for big in same[1:]:
             base = same[0]
-            d0 = [c for c in base["runs"] if c.startswith("delt:")][0]
-            for big in same[1:]:
-                t0, t1 = med([x["s"] for x in base["runs"][d0]]), med([x["s"] for x in big["runs"][d0]])
-                out.append(f"* {kind} input: {big['rows']:,} rows took {t1 / t0:.1f}x the time of {base['rows']:,} rows ({big['rows'] / base['rows']:.0f}x the rows).")
+            for d in (c for c in big["runs"] if c.startswith("delt:") and c in base["runs"]):
+                t0, t1 = med([x["s"] for x in base["runs"][d]]), med([x["s"] for x in big["runs"][d]])
+                out.append(f"* {kind} input, {label(d)}: {big['rows']:,} rows took {t1 / t0:.1f}x the time of {base['rows']:,} rows ({big['rows'] / base['rows']:.0f}x the rows).")
     return "\n".join(out)
 
 
@@ -426,6 +427,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--docs-block", default="select-order", help="the marked block of docs/benchmarks.md that --write-docs replaces (default select-order)")
+    ap.add_argument("--report-from", type=Path, default=None, help="rebuild the tables from the result lines (JSON, on stderr) of an earlier run with the same arguments; runs nothing")
     ap.add_argument("--wait-load", type=float, default=None, help="before starting, wait until the 1-minute load average is below this (at most --wait-max seconds)")
     ap.add_argument("--wait-max", type=float, default=3600)
     args = ap.parse_args()
@@ -434,22 +436,25 @@ def main() -> None:
     args.variant = args.variant or list(VARIANTS)
     args.codec = args.codec or ["zstd"]
     args.baseline = [] if args.no_baselines else (args.baseline or ["reference", "duckdb", "polars"])
-    if args.wait_load is not None:
+    if args.report_from is not None:
+        results = [json.loads(line) for line in args.report_from.read_text().splitlines() if line.startswith("{")]
+    elif args.wait_load is not None:
         deadline = time.time() + args.wait_max
         while loadavg() >= args.wait_load and time.time() < deadline:
             time.sleep(15)
         print(f"starting at load {loadavg():.1f}", file=sys.stderr)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
-    work.mkdir(parents=True, exist_ok=True)
-    results = []
-    try:
-        for n in sizes:
-            for kind in args.input:
-                r = run(n, kind, work, args)
-                print(json.dumps(r, default=str), file=sys.stderr)
-                results.append(r)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if args.report_from is None:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
+        work.mkdir(parents=True, exist_ok=True)
+        results = []
+        try:
+            for n in sizes:
+                for kind in args.input:
+                    r = run(n, kind, work, args)
+                    print(json.dumps(r, default=str), file=sys.stderr)
+                    results.append(r)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     cmd = ("python scripts/bench_select_order.py" + "".join(f" --rows {n}" for n in sizes) + "".join(f" --input {k}" for k in args.input)
            + "".join(f" --variant {v}" for v in args.variant) + "".join(f" --codec {c}" for c in args.codec if args.codec != ["zstd"])
            + (" --no-baselines" if args.no_baselines else "".join(f" --baseline {b}" for b in args.baseline)) + f" --text-bytes {args.text_bytes}" * (args.text_bytes != 500)

@@ -316,3 +316,29 @@ def test_permutation_with_many_pieces_and_row_groups_matches_numpy(tmp_path, mon
         expected = src.column("id").take(pa.array(keep[np.concatenate([s[l::3] for l in range(3)])])).to_pylist()
         assert read_rows(out).column("id").to_pylist() == expected
         assert [pq.read_metadata(p).num_rows for p in sorted(out.glob("*.parquet"))] == [25_000, 25_000, 4_000]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_dictionary_columns_with_different_dictionaries(tmp_path, monkeypatch, lazy):
+    """A categorical column whose dictionary differs per row group and file (as pandas writes
+    them) keeps its type and values through select and order, also when pass 1 writes a batch
+    per piece (dictionary columns travel through the bucket files decoded)."""
+    from delt_cli.dataset import permute
+    from delt_cli.ordering import order_dataset
+    from delt_cli.selection import parse_rule, select_dataset
+
+    monkeypatch.setattr(permute, "HOLD_BYTES", 1)
+    d = tmp_path / "in"
+    d.mkdir()
+    for f in range(2):
+        values = [["a", "b", "c"][i % 3] if i < 1500 else ["x", "y", f"z{f}"][i % 3] for i in range(3000)]
+        t = pa.table({"id": [f"r{f}-{i}" for i in range(3000)], "text": ["t"] * 3000,
+                      "score": np.random.default_rng(f).random(3000), "dom": pa.array(values).dictionary_encode()})
+        pq.write_table(t, d / f"{f}.parquet", row_group_size=1000)
+    select_dataset(d, tmp_path / "sel", by="score", rule=parse_rule(top_r=0.8), lazy=lazy)
+    order_dataset(tmp_path / "sel", tmp_path / "ord", method="sort", by="score", shard_rows=700)
+    src, out = read_rows(d), read_rows(tmp_path / "ord")
+    assert out.schema.field("dom").type == src.schema.field("dom").type
+    assert out.num_rows == 4800 and np.all(np.diff(out.column("score").to_numpy()) >= 0)
+    dom = dict(zip(src.column("id").to_pylist(), src.column("dom").to_pylist()))
+    assert [dom[i] for i in out.column("id").to_pylist()] == out.column("dom").to_pylist()

@@ -105,6 +105,10 @@ def _shard_writer(path: Path, schema: pa.Schema, metadata: dict[bytes, bytes]) -
         out.close()
 
 
+def _has_dictionary(t: pa.DataType) -> bool:
+    return pa.types.is_dictionary(t) or any(_has_dictionary(t.field(i).type) for i in range(t.num_fields))
+
+
 def release_memory_sooner(decay_ms: int = 200) -> None:
     """Have Arrow's jemalloc (the data commands' allocator, cli/main.py) return freed pages to the
     system after `decay_ms` rather than its default of about a second: order's peak at 1M rows
@@ -198,14 +202,29 @@ def write_permuted(
     scratch.mkdir(parents=True, exist_ok=True)
     offsets = dataset.offsets
     boundaries = np.arange(n_out + 1, dtype=np.int64) * shard_rows
-    bucket_schema = dataset.schema.remove_metadata().append(pa.field(POS, pa.int64()))
+    # Dictionary columns travel decoded: an IPC file allows one dictionary per column, and pieces
+    # of different row groups or files bring different ones. They are encoded again on writing.
+    encoded = {f.name: f.type for f in dataset.schema if pa.types.is_dictionary(f.type)}
+    bucket_schema = pa.schema([pa.field(f.name, encoded[f.name].value_type, f.nullable) if f.name in encoded else f for f in dataset.schema.remove_metadata()])
+    bucket_schema = bucket_schema.append(pa.field(POS, pa.int64()))
+    by_offset = not any(_has_dictionary(f.type) for f in bucket_schema)  # (dictionaries nested in lists or structs)
 
-    def bucket(i: int) -> dict[int, list[int]]:
+    def decoded(table: pa.Table) -> pa.Table:
+        for name, t in encoded.items():
+            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(t.value_type))
+        return table
+
+    def encoded_again(table: pa.Table) -> pa.Table:
+        for name, t in encoded.items():
+            table = table.set_column(table.schema.get_field_index(name), pa.field(name, t, dataset.schema.field(name).nullable), table.column(name).cast(t))
+        return table
+
+    def bucket(i: int) -> dict[int, list[tuple[int, int, int]]]:
         """Pass 1 for input shard i, row group by row group: rows split by output shard.
 
         Every (input row group, output shard) piece becomes one record batch of an Arrow IPC
         bucket file (no encoding or compression: cheap to write and to read back); returns
-        {output shard: [batch indices in the bucket file]}.
+        {output shard: [(batch index, byte offset, byte length) in the bucket file]}.
         """
         path = scratch / f"bucket-{i:06d}.arrow"
         found: dict[int, list[int]] = {}
@@ -215,8 +234,8 @@ def write_permuted(
         except OSError as exc:  # a full disk or a file-size limit: name the bucket file
             raise ShardWriteError(path, exc) from exc
 
-    def _fill_bucket(path: Path, i: int, shard_dest: np.ndarray, found: dict[int, list[int]]) -> dict[int, list[int]]:
-        written = 0
+    def _fill_bucket(path: Path, i: int, shard_dest: np.ndarray, found: dict) -> dict:
+        written = 1 if by_offset else 0  # batch 0 is the empty one written first
         held: list[tuple[pa.Table, np.ndarray, np.ndarray]] = []  # (piece as read, its rows to move, their destinations)
         held_bytes = 0
 
@@ -230,19 +249,22 @@ def write_permuted(
             rows = np.concatenate([r + s for (_, r, _), s in zip(held, starts)])
             positions = np.concatenate([d for _, _, d in held])
             by_dest = np.argsort(positions)  # destinations are distinct: no ties
-            table = pa.concat_tables([t for t, _, _ in held]).take(pa.array(rows[by_dest]))
+            table = decoded(pa.concat_tables([t for t, _, _ in held]).take(pa.array(rows[by_dest])))
             positions = positions[by_dest]
             table = table.append_column(POS, pa.array(positions, type=pa.int64()))
             cuts = np.searchsorted(positions, boundaries)
             for j in np.flatnonzero(np.diff(cuts)):
                 for batch in table.slice(int(cuts[j]), int(cuts[j + 1] - cuts[j])).to_batches():
+                    at = sink.tell()
                     writer.write_batch(batch)
-                    found.setdefault(int(j), []).append(written)
+                    found.setdefault(int(j), []).append((written, at, sink.tell() - at))
                     written += 1
             held.clear()
             held_bytes = 0
 
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, bucket_schema) as writer:
+            if by_offset:
+                writer.write_batch(pa.RecordBatch.from_pylist([], schema=bucket_schema))  # batch 0: makes the file's header go out first
             for start, table, kept in timed("decode", _pieces_with_rows(dataset, i, shard_dest >= 0)):
                 with phase("bucket"):
                     d = shard_dest[start : start + (table.num_rows if kept is None else len(kept))]
@@ -256,7 +278,7 @@ def write_permuted(
         return found
 
     try:
-        pieces: list[list[tuple[Path, list[int]]]] = [[] for _ in range(n_out)]
+        pieces: list[list[tuple[Path, list[tuple[int, int, int]]]]] = [[] for _ in range(n_out)]
         for i, found in enumerate(parallel_map(bucket, len(dataset.shards), "bucketing")):
             for j, batches in found.items():
                 pieces[j].append((scratch / f"bucket-{i:06d}.arrow", batches))
@@ -274,10 +296,13 @@ def write_permuted(
                 # Each file is closed once its batches are taken (the mapping lives on in them), so
                 # a shard fed by 1,000 input shards holds one descriptor at a time, not 1,000.
                 batches = []
-                for bucket_path, ids in pieces[j]:
+                for bucket_path, entries in pieces[j]:
                     with pa.memory_map(str(bucket_path)) as mapped:
-                        reader = pa.ipc.open_file(mapped)
-                        batches.extend(reader.get_batch(b) for b in ids)
+                        if by_offset:  # straight from the recorded bytes: no footer to parse per file and shard
+                            batches.extend(pa.ipc.read_record_batch(pa.ipc.read_message(mapped.read_at(n, at)), bucket_schema) for _, at, n in entries)
+                        else:  # dictionaries are messages of their own: the file reader resolves them
+                            reader = pa.ipc.open_file(mapped)
+                            batches.extend(reader.get_batch(b) for b, _, _ in entries)
                 starts = np.arange(lo, hi + step, step).clip(max=hi)
                 cuts = [np.searchsorted(b.column(POS).to_numpy(), starts) for b in batches]  # row group g: [c[g], c[g+1])
             path = directory / shard_name(j, n_out)
@@ -291,7 +316,7 @@ def write_permuted(
                         if not np.all(pos[1:] > pos[:-1]):
                             group = group.combine_chunks().take(pa.array(np.argsort(pos)))
                     with phase("encode"):
-                        out.write(group)
+                        out.write(encoded_again(group) if encoded else group)
             del batches, group
             return path
 
