@@ -286,16 +286,19 @@ def test_lazy_over_folders_with_the_same_shard_names(cli, tmp_path):
     _same_rows(tmp_path / "eo", tmp_path / "lo")
 
 
-@pytest.mark.parametrize("hold", [None, 200_000])
-def test_permutation_with_many_pieces_and_row_groups_matches_numpy(tmp_path, monkeypatch, hold):
+@pytest.mark.parametrize("hold,many", [(None, None), (200_000, None), (200_000, 0)])
+def test_permutation_with_many_pieces_and_row_groups_matches_numpy(tmp_path, monkeypatch, hold, many):
     """Output shards of several row groups, fed by several pieces of each input shard (one held
-    set, or many when HOLD_BYTES is small): the rows come out exactly in the computed order."""
+    set, or many when HOLD_BYTES is small), merged per row group or once per shard
+    (MANY_BATCHES): the rows come out exactly in the computed order."""
     from delt_cli.dataset import permute
     from delt_cli.ordering import order_dataset
     from delt_cli.selection import parse_rule, select_dataset
 
     if hold:
         monkeypatch.setattr(permute, "HOLD_BYTES", hold)
+    if many is not None:
+        monkeypatch.setattr(permute, "MANY_BATCHES", many)
     rng = np.random.default_rng(5)
     d = tmp_path / "in"
     d.mkdir()
@@ -318,8 +321,8 @@ def test_permutation_with_many_pieces_and_row_groups_matches_numpy(tmp_path, mon
         assert [pq.read_metadata(p).num_rows for p in sorted(out.glob("*.parquet"))] == [25_000, 25_000, 4_000]
 
 
-@pytest.mark.parametrize("lazy", [False, True])
-def test_dictionary_columns_with_different_dictionaries(tmp_path, monkeypatch, lazy):
+@pytest.mark.parametrize("lazy,many", [(False, 256), (True, 256), (True, 0)])
+def test_dictionary_columns_with_different_dictionaries(tmp_path, monkeypatch, lazy, many):
     """A categorical column whose dictionary differs per row group and file (as pandas writes
     them) keeps its type and values through select and order, also when pass 1 writes a batch
     per piece (dictionary columns travel through the bucket files decoded)."""
@@ -328,6 +331,7 @@ def test_dictionary_columns_with_different_dictionaries(tmp_path, monkeypatch, l
     from delt_cli.selection import parse_rule, select_dataset
 
     monkeypatch.setattr(permute, "HOLD_BYTES", 1)
+    monkeypatch.setattr(permute, "MANY_BATCHES", many)
     d = tmp_path / "in"
     d.mkdir()
     for f in range(2):

@@ -43,6 +43,10 @@ POS = "__delt_pos"
 # ~500 bytes: ~30k batches, not 70k).
 HOLD_BYTES = 8 << 20
 
+# Pass 2 merges an output shard fed by more bucket batches than this once, with one copy of the
+# shard, rather than slicing every batch for every row group (at 100M rows a shard has 1,000).
+MANY_BATCHES = 256
+
 # Rows decoded at a time from a row group larger than this (foreign Parquet often has one
 # row group per file: 100k rows of documents are ~50 MB of text, twice that while decoding).
 BATCH_ROWS = ROW_GROUP_SIZE
@@ -304,17 +308,27 @@ def write_permuted(
                             reader = pa.ipc.open_file(mapped)
                             batches.extend(reader.get_batch(b) for b, _, _ in entries)
                 starts = np.arange(lo, hi + step, step).clip(max=hi)
-                cuts = [np.searchsorted(b.column(POS).to_numpy(), starts) for b in batches]  # row group g: [c[g], c[g+1])
+                if len(batches) > MANY_BATCHES:  # merge once for the shard, not once per row group
+                    shard = pa.Table.from_batches(batches, schema=bucket_schema)
+                    perm = np.empty(hi - lo, dtype=np.int64)
+                    perm[shard.column(POS).to_numpy() - lo] = np.arange(hi - lo, dtype=np.int64)
+                    shard = shard.drop_columns([POS]).combine_chunks()
+                    batches = []
+                else:
+                    cuts = [np.searchsorted(b.column(POS).to_numpy(), starts) for b in batches]  # row group g: [c[g], c[g+1])
             path = directory / shard_name(j, n_out)
             with _shard_writer(path, dataset.schema, metadata) as out:
                 for g in range(len(starts) - 1):
                     with phase("gather"):
-                        parts = [b.slice(c[g], c[g + 1] - c[g]) for b, c in zip(batches, cuts) if c[g + 1] > c[g]]
-                        group = pa.Table.from_batches(parts, schema=bucket_schema)
-                        pos = group.column(POS).to_numpy()
-                        group = group.drop_columns([POS])
-                        if not np.all(pos[1:] > pos[:-1]):
-                            group = group.combine_chunks().take(pa.array(np.argsort(pos)))
+                        if not batches:
+                            group = shard.take(pa.array(perm[starts[g] - lo : starts[g + 1] - lo]))
+                        else:
+                            parts = [b.slice(c[g], c[g + 1] - c[g]) for b, c in zip(batches, cuts) if c[g + 1] > c[g]]
+                            group = pa.Table.from_batches(parts, schema=bucket_schema)
+                            pos = group.column(POS).to_numpy()
+                            group = group.drop_columns([POS])
+                            if not np.all(pos[1:] > pos[:-1]):
+                                group = group.combine_chunks().take(pa.array(np.argsort(pos)))
                     with phase("encode"):
                         out.write(encoded_again(group) if encoded else group)
             del batches, group
