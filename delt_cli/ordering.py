@@ -26,8 +26,8 @@ from typing import Optional
 
 import numpy as np
 
-from delt_cli.console import info
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.infra.console import info
+from delt_cli.infra.errors import DeltError, UsageError
 from delt_cli.selection import descending_key, stable_argsort
 
 METHODS = ("shuffle", "sort", "folding")

@@ -30,8 +30,8 @@ from typing import Optional
 
 import numpy as np
 
-from delt_cli.console import info, warn
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.infra.console import info, warn
+from delt_cli.infra.errors import DeltError, UsageError
 
 
 def descending_key(values: np.ndarray) -> np.ndarray:
@@ -208,7 +208,7 @@ def select_mask(
 
 def row_lengths(dataset, *, chars: bool, tokenizer: Optional[str], length_column: Optional[str]) -> tuple[np.ndarray, str]:
     """Per-row lengths for a budget: a column, token counts from a tokenizer, or characters."""
-    from delt_cli import textlen
+    from delt_cli.dataset import textlen
 
     if length_column:
         values, _ = dataset.read_numeric(length_column, flag="--length-column")

@@ -3,7 +3,7 @@
 
 For each preset, the build runs `--runs` times as a fresh process into an empty
 directory (wall time, median reported; every run must give byte-identical shards).
-Then each split is tokenised with GPT-2's BPE (`delt_cli.assets.gpt2_tokenizer_dir()`,
+Then each split is tokenised with GPT-2's BPE (`delt_cli.infra.assets.gpt2_tokenizer_dir()`,
 the baseline) and a byte-level BPE with an 8,192-token vocabulary is trained on the
 train split (`scripts/train_tokenizer.py`); characters per token are measured for both
 on train and heldout.
@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from delt_cli import assets  # noqa: E402
-from delt_cli.corpus.bpe import train_bpe  # noqa: E402
+from delt_cli.infra import assets  # noqa: E402
+from democorpus.bpe import train_bpe  # noqa: E402
 from delt_cli.dataset.reader import open_dataset  # noqa: E402
 
 SECTION = "## Corpus"

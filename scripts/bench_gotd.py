@@ -17,7 +17,7 @@ Parts:
 * stream: `delt score --method gotd` (a subprocess) on --stream-rows precomputed embeddings
   in shards against --n-targets targets: the solve on a --pool-size sample plus the
   per-shard c-transform of every row; wall time and the subprocess's peak RSS.
-* embed: documents/s of `delt_cli.embedding.Encoder.embed_documents` vs
+* embed: documents/s of `delt_cli.scoring.gotd.embedding.Encoder.embed_documents` vs
   `SentenceTransformer.encode` on the same real texts, same batch size, alternating runs.
 """
 
@@ -77,7 +77,7 @@ def child_solve(args) -> None:
     else:
         import torch
 
-        from delt_cli.sinkhorn import sinkhorn
+        from delt_cli.scoring.gotd.sinkhorn import sinkhorn
 
         dtype = torch.float32 if args.solver == "ours-float32" else torch.float64
         sol = sinkhorn(x, y, epsilon=args.epsilon, tol=args.tol, max_iter=args.max_iter, momentum=args.momentum, dtype=dtype, norm=args.norm, max_memory=8 << 30)
@@ -142,7 +142,7 @@ def bench_stream(args, tmp: Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from delt_cli.vectors import to_arrow
+    from delt_cli.scoring.gotd.vectors import to_arrow
 
     pool, target = tmp / "pool", tmp / "target"
     pool.mkdir()
@@ -201,8 +201,8 @@ def bench_embed(args) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from sentence_transformers import SentenceTransformer
 
-    from delt_cli.assets import minilm_dir
-    from delt_cli.embedding import Encoder
+    from delt_cli.infra.assets import minilm_dir
+    from delt_cli.scoring.gotd.embedding import Encoder
     from gotd_corpus import domain_texts
 
     per = -(-args.embed_texts // 4)

@@ -84,7 +84,7 @@ def main() -> None:
     both = np.isfinite(k) & np.isfinite(p)
     rho = spearman(k[both], p[both])
     domains = head.column("domain").to_pylist() if "domain" in head.column_names else None
-    print(f"## KenLM vs perplexity (scripts/bench_kenlm.py)\n")
+    print("## KenLM vs perplexity (scripts/bench_kenlm.py)\n")
     print(f"`python scripts/bench_kenlm.py {' '.join(sys.argv[1:])}`; "
           f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={args.threads}, load average {load:.1f} at the start"
           + (" (other work was running on this shared machine: absolute figures are noisy)" if load > 1.5 else "") + ".\n")

@@ -78,7 +78,7 @@ def perplexity_child(method: str, model_spec: str, tokenizer: str, docs: int, ma
     import pyarrow as pa
     import torch
 
-    from delt_cli.distributed import Dist
+    from delt_cli.infra.distributed import Dist
     from delt_cli.models.loading import load_lm_with_tokenizer
     from delt_cli.scoring.perplexity import PerplexityScorer
     from delt_cli.scoring.tokens import encode, prefix_token_id
@@ -137,7 +137,7 @@ def perplexity_child(method: str, model_spec: str, tokenizer: str, docs: int, ma
 def lqs_child(corpus: str, target: str, tokenizer: str, model: str, proxy_size: int, steps: int, interval: int, max_length: int, target_size: int) -> dict:
     from delt_cli.scoring.lqs.annotate import LQSScorer
     from delt_cli.dataset import open_dataset
-    from delt_cli.distributed import Dist
+    from delt_cli.infra.distributed import Dist
 
     ds = open_dataset(corpus)
     scorer = LQSScorer(model=model, tokenizer=tokenizer, target=target, proxy_size=proxy_size, proxy_steps=steps, interval=interval, max_length=max_length, target_size=target_size)
@@ -201,7 +201,7 @@ def bench_persample(repeats: int) -> list[str]:
 
 
 def bench_perplexity(repeats: int) -> list[str]:
-    from delt_cli.assets import gpt2_tokenizer_dir, smollm2_dir
+    from delt_cli.infra.assets import gpt2_tokenizer_dir, smollm2_dir
 
     setups = [
         ("SmolLM2-135M (fp32)", dict(model_spec=str(smollm2_dir()), tokenizer=str(smollm2_dir()), docs=48, max_length=256)),
@@ -233,7 +233,7 @@ def bench_lqs(repeats: int) -> list[str]:
     sys.path.insert(0, str(REPO / "tests"))
     from scoring_data import drama, news, science, write_dataset
 
-    from delt_cli.assets import gpt2_tokenizer_dir
+    from delt_cli.infra.assets import gpt2_tokenizer_dir
 
     root = Path(tempfile.mkdtemp(prefix="bench-lqs-"))
     texts = list(science()[:500]) + list(news()[:800]) + list(drama()[:1700])

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from delt_cli import assets  # noqa: E402
+from delt_cli.infra import assets  # noqa: E402
 from delt_cli.dataset import open_dataset  # noqa: E402
 from delt_cli.training.config import TrainConfig  # noqa: E402
 from delt_cli.training.loop import train_run  # noqa: E402

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli.cli.common import OverwriteOpt, SeedOpt, emit, step
-from delt_cli.corpus.build import PRESETS, build_corpus, make_config, parse_count, print_table
+from democorpus.build import PRESETS, build_corpus, make_config, parse_count, print_table
 
 SIZES = "Sizes (override the preset; documents per domain unless named)"
 CUTTING = "Cutting and deduplication"

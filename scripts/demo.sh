@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 export PATH="$BIN:$PATH"
-# DEMO_PRESET=tiny DEMO_STEPS=5 DEMO_LIMIT=20 make a seconds-long smoke run (tests/test_demo.py)
+# DEMO_PRESET=tiny DEMO_STEPS=5 DEMO_LIMIT=20 make a seconds-long smoke run (tests/scripts/test_demo.py)
 PRESET=${DEMO_PRESET:-demo}
 OUT=${DEMO_OUT:-data/demo}
 CORPUS=${DEMO_CORPUS:-data/corpus/$PRESET}

@@ -17,10 +17,10 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli.cli.common import step
-from delt_cli.console import info
-from delt_cli.experiment.plan import load_experiment
-from delt_cli.experiment.results import write_results
-from delt_cli.experiment.runner import estimate, is_done, run_experiment
+from delt_cli.infra.console import info
+from experiment.plan import load_experiment
+from experiment.results import write_results
+from experiment.runner import estimate, is_done, run_experiment
 
 EXAMPLES = """
 **Examples**

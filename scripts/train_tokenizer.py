@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli.cli.common import InputArg, OutputOpt, OverwriteOpt, TextColumnOpt, emit, step
-from delt_cli.console import info
-from delt_cli.corpus.bpe import train_bpe
+from delt_cli.infra.console import info
+from democorpus.bpe import train_bpe
 
 EXAMPLES = """
 **Examples**

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from delt_cli.assets import list_members, read_member
-from delt_cli.embedding import split_chunks
+from delt_cli.infra.assets import list_members, read_member
+from delt_cli.scoring.gotd.embedding import split_chunks
 
 DOMAINS = ("science", "wiki", "news", "drama")
 

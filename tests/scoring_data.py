@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from delt_cli.assets import list_members, read_member
+from delt_cli.infra.assets import list_members, read_member
 
 
 @lru_cache(maxsize=None)

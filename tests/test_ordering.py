@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from delt_cli.errors import UsageError
+from delt_cli.infra.errors import UsageError
 from delt_cli.ordering import compute_order, folding_order, grouped_folding_order, shuffle_order, sort_order
 
 values_st = st.one_of(

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from delt_cli.errors import UsageError
+from delt_cli.infra.errors import UsageError
 from delt_cli.selection import Rule, apportion, parse_rule, rank, select_mask
 
 # Small integer ranges force ties; floats exercise the float path.

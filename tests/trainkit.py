@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from delt_cli import assets
+from delt_cli.infra import assets
 from delt_cli.dataset import write_shard
 
 REPO = Path(__file__).resolve().parents[1]

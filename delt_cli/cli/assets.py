@@ -2,7 +2,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from delt_cli import assets
+from delt_cli.infra import assets
 from delt_cli.cli.base import app
 from delt_cli.cli.common import emit, step
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli import __version__
-from delt_cli.console import set_quiet
+from delt_cli.infra.console import set_quiet
 
 app = typer.Typer(
     name="delt",

@@ -20,11 +20,11 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.markup import escape
 
-from delt_cli.config import check_keys, load_config
-from delt_cli.console import console
+from delt_cli.infra.config import check_keys, load_config
+from delt_cli.infra.console import console
 from delt_cli.dataset.provenance import RunInfo
 from delt_cli.dataset.writer import compression_options
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 COMMON = "Common options"
 

@@ -4,7 +4,7 @@ import typer
 
 from delt_cli.cli.base import app
 from delt_cli.cli.common import IdColumnOpt, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, TextColumnOpt, current_run, emit, step
-from delt_cli.embedding import embed_dataset
+from delt_cli.scoring.gotd.embedding import embed_dataset
 
 MODEL = "Model options"
 SCALE = "Several processes (docs/scale.md)"
@@ -45,7 +45,7 @@ def embed_cmd(
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
 ) -> None:
-    from delt_cli.distributed import get_dist
+    from delt_cli.infra.distributed import get_dist
 
     dist = get_dist(rank, world_size)
     manifest = embed_dataset(

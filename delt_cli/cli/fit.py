@@ -35,7 +35,7 @@ See docs/scale.md.
 def fit(**kwargs) -> None:
     processes = kwargs.pop("processes")
     if processes > 1:
-        from delt_cli.launch import relaunch
+        from delt_cli.infra.launch import relaunch
 
         relaunch(processes)
     from delt_cli.scoring.runner import fit_dataset

@@ -13,7 +13,7 @@ from typing import Optional
 from rich.markup import escape
 
 from delt_cli.cli.base import COMMANDS, app, register
-from delt_cli.console import console
+from delt_cli.infra.console import console
 
 # Commands that only move Arrow data and never hand pandas objects to pyarrow.
 ARROW_ONLY = {"prepare", "select", "order", "stats"}

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from delt_cli.errors import UsageError
+from delt_cli.infra.errors import UsageError
 from delt_cli.scoring.options import OptionSpec, specs
 
 # Options every method accepts (the command uses them to read the input); recorded by the methods that declare them.

@@ -1,12 +1,11 @@
-from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
 from delt_cli.cli.base import app
 from delt_cli.cli.common import COMMON, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
-from delt_cli.prepare import IdPrefix, prepare_dataset
-from delt_cli.prepare_sources import Utf8Policy
+from delt_cli.dataset.prepare import IdPrefix, prepare_dataset
+from delt_cli.dataset.prepare_sources import Utf8Policy
 
 EXAMPLES = """
 **Examples**

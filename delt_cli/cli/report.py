@@ -5,7 +5,7 @@ import typer
 
 from delt_cli.cli.base import app
 from delt_cli.cli.common import emit, step
-from delt_cli.console import console
+from delt_cli.infra.console import console
 from delt_cli.evaluation.report import collect, markdown, write_report
 
 EXAMPLES = """

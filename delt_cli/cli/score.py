@@ -73,13 +73,13 @@ def score(**kwargs) -> None:
     rank, world_size = kwargs.pop("rank"), kwargs.pop("world_size")
     if processes > 1:
         if rank is not None or world_size is not None:
-            from delt_cli.errors import UsageError
+            from delt_cli.infra.errors import UsageError
 
             raise UsageError("--processes and --rank/--world-size: use one or the other")
-        from delt_cli.launch import relaunch
+        from delt_cli.infra.launch import relaunch
 
         relaunch(processes)
-    from delt_cli.distributed import get_dist
+    from delt_cli.infra.distributed import get_dist
     from delt_cli.scoring.runner import score_dataset
 
     input, output, fit = kwargs.pop("input"), kwargs.pop("output"), kwargs.pop("fit")

@@ -4,11 +4,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from delt_cli.atomic import write_text_atomic
+from delt_cli.infra.atomic import write_text_atomic
 from delt_cli.cli.base import app
 from delt_cli.cli.common import IdColumnOpt, InputArg, TextColumnOpt, emit, step
-from delt_cli.errors import DeltError
-from delt_cli.stats import plot, render, stats_command
+from delt_cli.infra.errors import DeltError
+from delt_cli.dataset.stats import plot, render, stats_command
 
 EXAMPLES = """
 **Examples**

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from delt_cli.dataset import remote
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}  # name suffix after the format's -> pyarrow codec
 READ_BYTES = 1 << 20  # read from the (decompressing) stream at a time: a truncation is found within this much

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 

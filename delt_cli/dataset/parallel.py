@@ -12,7 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
-from delt_cli.console import progress
+from delt_cli.infra.console import progress
 
 T = TypeVar("T")
 

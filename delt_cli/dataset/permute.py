@@ -33,7 +33,7 @@ from delt_cli.dataset.parallel import parallel_map
 from delt_cli.dataset.reader import Dataset
 from delt_cli.dataset.timing import phase, timed
 from delt_cli.dataset.writer import ROW_GROUP_SIZE, ShardWriteError, ShardWriter, shard_name, write_shard
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 POS = "__delt_pos"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from delt_cli import __version__
-from delt_cli.atomic import write_text_atomic
+from delt_cli.infra.atomic import write_text_atomic
 
 MANIFEST_NAME = "manifest.json"
 METADATA_KEY = b"delt"

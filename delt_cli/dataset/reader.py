@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from delt_cli.dataset import remote, sources
 from delt_cli.dataset.keys import group_codes, hash64
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 GLOB_CHARS = set("*?[")
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 SCHEME = "s3://"
 

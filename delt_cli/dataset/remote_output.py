@@ -34,11 +34,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from delt_cli.atomic import remove, temporary_path
-from delt_cli.console import info
+from delt_cli.infra.atomic import remove, temporary_path
+from delt_cli.infra.console import info
 from delt_cli.dataset import remote
 from delt_cli.dataset.provenance import MANIFEST_NAME
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.infra.errors import DeltError, UsageError
 
 _LOCAL = pafs.LocalFileSystem()
 

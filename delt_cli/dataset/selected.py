@@ -36,7 +36,7 @@ import pyarrow as pa
 from delt_cli.dataset.keys import hash64
 from delt_cli.dataset.provenance import MANIFEST_NAME, METADATA_KEY, read_manifest
 from delt_cli.dataset.reader import Dataset
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 RECORD_KEY = "lazy_selection"
 
@@ -181,7 +181,7 @@ def open_materialized(spec: str | os.PathLike, *, id_column: str = "id", text_co
     """A lazy selection for commands that read shards themselves: its rows are written to a
     temporary directory (under TMPDIR, removed when the process exits), as an eager
     selection would have written them, and that is opened."""
-    from delt_cli.console import info
+    from delt_cli.infra.console import info
     from delt_cli.dataset.permute import write_filtered
     from delt_cli.dataset.provenance import write_json_atomic
     from delt_cli.dataset.reader import open_dataset

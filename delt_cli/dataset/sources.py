@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 
 from delt_cli.dataset import jsonl, remote
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 # name suffix -> (kind, compression); the longest matching suffix wins.
 SUFFIXES = {".parquet": ("parquet", None), ".arrow": ("arrow", None)}

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from delt_cli.atomic import HOST, atomic_path, describe_os_error, parse_temporary, remove, replace_dir, temporary_path
-from delt_cli.console import info, warn
+from delt_cli.infra.atomic import HOST, atomic_path, describe_os_error, parse_temporary, remove, replace_dir, temporary_path
+from delt_cli.infra.console import info, warn
 from delt_cli.dataset import remote_output
 from delt_cli.dataset.provenance import (
     MANIFEST_NAME,
@@ -39,8 +39,8 @@ from delt_cli.dataset.provenance import (
 )
 from delt_cli.dataset.keys import is_stringlike
 from delt_cli.dataset.reader import Dataset, Shard, footer_fingerprint
-from delt_cli.errors import DeltError, UsageError
-from delt_cli.guard import OutputGuard, probe_writable
+from delt_cli.infra.errors import DeltError, UsageError
+from delt_cli.infra.guard import OutputGuard, probe_writable
 
 # Derived caches that describe a schema we may have changed; dropped on write.
 STALE_METADATA = {b"pandas", b"huggingface", METADATA_KEY}
@@ -274,7 +274,7 @@ class StagedOutput:
             write_shard(table, stage.path / name, stage.metadata(...))
             stage.finish(inputs=..., extra=...)
 
-    The output is held by an OutputGuard (delt_cli/guard.py) for the whole block: one
+    The output is held by an OutputGuard (delt_cli/infra/guard.py) for the whole block: one
     writer at a time, leftovers of killed runs cleaned, foreign files never deleted.
     """
 
@@ -380,7 +380,7 @@ class ShardwiseOutput:
     Rank r of W processes handles input shards i with i % W == r; the names of
     output shards equal the input names, so no two processes ever write the same file.
     Used as a context manager by every process of the run: each holds the output's
-    guard (delt_cli/guard.py) under its rank from the checks to the manifest.
+    guard (delt_cli/infra/guard.py) under its rank from the checks to the manifest.
 
     `independent` ranks (--rank/--world-size, Slurm arrays) never wait for each other: each
     accepts an output that holds only its run's files, prepares only what is its own, skips

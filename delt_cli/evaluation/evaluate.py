@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Optional
 
 from delt_cli import __version__
-from delt_cli.atomic import describe_os_error, open_atomic
-from delt_cli.console import info, progress
+from delt_cli.infra.atomic import describe_os_error, open_atomic
+from delt_cli.infra.console import info, progress
 from delt_cli.dataset import RunInfo
 from delt_cli.dataset.provenance import read_manifest, write_json_atomic
-from delt_cli.errors import DeltError, UsageError
-from delt_cli.guard import OutputGuard
+from delt_cli.infra.errors import DeltError, UsageError
+from delt_cli.infra.guard import OutputGuard
 from delt_cli.evaluation import choice
 from delt_cli.evaluation.results import benchmark_average, print_table
 from delt_cli.evaluation.tasks import TASKS, default_tasks_dir, load_task, resolve_names
@@ -108,7 +108,7 @@ def evaluate_model(
     resume: bool = False,
 ) -> tuple[Path, dict]:
     """Evaluate; return (results path, results). Validate everything, then hold the output
-    (delt_cli/guard.py) while the model runs and the results are written."""
+    (delt_cli/infra/guard.py) while the model runs and the results are written."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

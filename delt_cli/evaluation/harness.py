@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 from delt_cli.evaluation.tasks import TASKS
 
 

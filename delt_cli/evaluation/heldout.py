@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from delt_cli.dataset import open_dataset, read_shard
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 
 def windows(tokens: list[int], max_len: int) -> list[list[int]]:
@@ -57,12 +57,12 @@ def sample_rows(ds, limit: Optional[int], *, stratify: Optional[str], seed: int 
     if stratify is None:
         chosen = rng.choice(ds.num_rows, size=limit, replace=False)
     else:
-        from delt_cli.corpus.splits import allocate
+        from delt_cli.selection import apportion
 
         values = np.array([str(v) for shard in ds.shards for v in read_shard(shard.path, [stratify]).column(0).to_pylist()], dtype=object)
         members = {v: np.flatnonzero(values == v) for v in sorted(set(values))}
-        shares = allocate(limit, {v: len(rows) for v, rows in members.items()})
-        chosen = np.concatenate([rng.choice(members[v], size=shares[v], replace=False) for v in members])
+        shares = apportion(limit, np.array([len(rows) for rows in members.values()], dtype=np.float64))
+        chosen = np.concatenate([rng.choice(rows, size=int(n), replace=False) for rows, n in zip(members.values(), shares)])
     chosen = np.sort(chosen)
     return [chosen[(chosen >= lo) & (chosen < hi)] - lo for lo, hi in zip(bounds[:-1], bounds[1:])]
 

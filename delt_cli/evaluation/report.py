@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
-from delt_cli.atomic import describe_os_error, write_text_atomic
-from delt_cli.errors import DeltError
-from delt_cli.guard import OutputGuard
+from delt_cli.infra.atomic import describe_os_error, write_text_atomic
+from delt_cli.infra.errors import DeltError
+from delt_cli.infra.guard import OutputGuard
 from delt_cli.evaluation.results import load_results
 from delt_cli.evaluation.tasks import DELT_TASKS
 
@@ -170,7 +170,7 @@ def markdown(runs: list[tuple[str, dict]]) -> str:
 
 
 def bar_plot(runs: list[tuple[str, dict]], path: Path) -> Path:
-    from delt_cli.figures import save_figure
+    from delt_cli.infra.figures import save_figure
 
     return save_figure(figure(runs), path)
 
@@ -180,7 +180,7 @@ def figure(runs: list[tuple[str, dict]]):
     import numpy as np
     from matplotlib.patches import Patch
 
-    from delt_cli.figures import pyplot
+    from delt_cli.infra.figures import pyplot
 
     plt = pyplot()
     names, rows = table_cells(runs)
@@ -228,7 +228,7 @@ REPORT_HEADING = "# Evaluation report\n\n![bar plot]("
 
 def write_report(specs: Sequence[str | Path], output: Path, *, labels: Optional[Sequence[str]] = None) -> tuple[Path, Path]:
     """The markdown table at `output` and the bar plot beside it (.png). A report replaces an
-    earlier report; a file delt report did not write is never replaced (delt_cli/guard.py)."""
+    earlier report; a file delt report did not write is never replaced (delt_cli/infra/guard.py)."""
     runs = collect(specs, labels)
     output = Path(output)
     png = output.with_suffix(".png")

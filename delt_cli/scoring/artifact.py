@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from delt_cli import __version__
-from delt_cli.atomic import parse_temporary, staged_dir
+from delt_cli.infra.atomic import parse_temporary, staged_dir
 from delt_cli.dataset.provenance import sha256_file, write_json_atomic
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 from delt_cli.scoring.base import Fitted
 from delt_cli.scoring.options import fit_dict
 

@@ -6,8 +6,8 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from delt_cli.console import warn
-from delt_cli.errors import DeltError
+from delt_cli.infra.console import warn
+from delt_cli.infra.errors import DeltError
 
 T = TypeVar("T")
 

@@ -28,11 +28,11 @@ from typing import Optional
 import numpy as np
 import polars as pl
 
-from delt_cli.console import info, progress
+from delt_cli.infra.console import info, progress
 from delt_cli.dataset import RunInfo, StagedOutput, open_dataset
 from delt_cli.dataset.provenance import MANIFEST_NAME
-from delt_cli.errors import DeltError
-from delt_cli.guard import foreign_except
+from delt_cli.infra.errors import DeltError
+from delt_cli.infra.guard import foreign_except
 
 
 MIN_ROWS = 10  # labelled rows a distillation needs
@@ -102,7 +102,7 @@ def distill(
 ) -> dict:
     import torch
 
-    from delt_cli.distributed import get_dist
+    from delt_cli.infra.distributed import get_dist
     from delt_cli.models.loading import fingerprint, load_encoder
     from delt_cli.scoring.distilled import CONFIG_NAME, ENCODER_DIR, HEAD_NAME, ScorerModel, new_head
 
@@ -111,7 +111,7 @@ def distill(
     if epochs < 1 or batch_size < 1 or max_length < 2:
         raise DeltError("--epochs, --batch-size must be >= 1 and --max-length >= 2")
     if encoder is None:
-        from delt_cli.assets import minilm_dir
+        from delt_cli.infra.assets import minilm_dir
 
         encoder = str(minilm_dir())
     run = run or RunInfo(command="distill", args={"column": column})

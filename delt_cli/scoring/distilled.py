@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 from delt_cli.scoring.base import Scorer
 from delt_cli.scoring.options import Batched, Named, TextInput, Typed, default_of, option
 

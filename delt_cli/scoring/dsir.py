@@ -28,9 +28,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from delt_cli.console import info
+from delt_cli.infra.console import info
 from delt_cli.dataset import open_dataset
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.infra.errors import DeltError, UsageError
 from delt_cli.scoring.base import Fitted, Scorer
 from delt_cli.scoring.options import IdInput, Named, PoolOptions, Seeded, TargetOptions, TextInput, option
 from delt_cli.scoring.pool import fit_on_main, iter_sample, sample_rows

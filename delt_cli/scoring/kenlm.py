@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.infra.errors import DeltError, UsageError
 from delt_cli.scoring.base import Scorer
 from delt_cli.scoring.options import ModelRef, Named, TextInput, option
 

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.infra.errors import DeltError, UsageError
 from delt_cli.scoring.backoff import Backoff
 from delt_cli.scoring.base import Scorer
 from delt_cli.scoring.options import Batched, ModelOptions, Named, option

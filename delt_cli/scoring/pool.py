@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from delt_cli.dataset import Dataset, Shard, read_shard
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 SAMPLE_STREAM = 0x6071D  # separates this seed's stream from other uses of the same --seed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from delt_cli.errors import UsageError
+from delt_cli.infra.errors import UsageError
 
 # method -> "module:Class" (imported on first use)
 SCORERS = {
@@ -14,7 +14,7 @@ SCORERS = {
     "perplexity": "delt_cli.scoring.perplexity:PerplexityScorer",
     "lqs": "delt_cli.scoring.lqs.annotate:LQSScorer",
     "scorer": "delt_cli.scoring.distilled:DistilledScorer",
-    "gotd": "delt_cli.scoring.gotd:GOTDScorer",
+    "gotd": "delt_cli.scoring.gotd.scorer:GOTDScorer",
     "dsir": "delt_cli.scoring.dsir:DSIRScorer",
     "kenlm": "delt_cli.scoring.kenlm:KenLMScorer",
 }

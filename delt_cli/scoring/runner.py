@@ -18,12 +18,12 @@ from typing import Optional
 import pyarrow as pa
 from rich.progress import TextColumn
 
-from delt_cli.console import info, is_main_process, progress, warn
+from delt_cli.infra.console import info, is_main_process, progress, warn
 from delt_cli.dataset import RunInfo, ShardwiseOutput, open_dataset, read_shard, run_shardwise
 from delt_cli.dataset.writer import check_output_location, run_key
-from delt_cli.distributed import Dist, get_dist
-from delt_cli.errors import DeltError, UsageError
-from delt_cli.guard import OutputGuard
+from delt_cli.infra.distributed import Dist, get_dist
+from delt_cli.infra.errors import DeltError, UsageError
+from delt_cli.infra.guard import OutputGuard
 from delt_cli.scoring import artifact
 from delt_cli.scoring.base import Fitted, Scorer
 
@@ -243,7 +243,7 @@ def print_summary(title: str, summary: dict) -> None:
         return
     from rich.table import Table
 
-    from delt_cli.console import console, is_quiet
+    from delt_cli.infra.console import console, is_quiet
 
     if is_quiet():
         return

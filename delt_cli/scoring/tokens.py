@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from delt_cli.dataset import read_shard
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 
 def prefix_token_id(tokenizer, choice: str = "bos") -> Optional[int]:

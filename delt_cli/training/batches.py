@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 
 def sequences_per_epoch(num_tokens: int, seq_len: int) -> int:

@@ -29,10 +29,10 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from delt_cli.console import is_main_process, warn
-from delt_cli.atomic import parse_temporary, remove, staged_dir
+from delt_cli.infra.console import is_main_process, warn
+from delt_cli.infra.atomic import parse_temporary, remove, staged_dir
 from delt_cli.dataset.provenance import write_json_atomic
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"

@@ -25,14 +25,14 @@ from typing import Any, Optional
 import numpy as np
 
 from delt_cli import __version__
-from delt_cli.atomic import staged_dir
-from delt_cli.console import info, progress
+from delt_cli.infra.atomic import staged_dir
+from delt_cli.infra.console import info, progress
 from delt_cli.dataset import RunInfo, open_dataset
 from delt_cli.dataset.provenance import MANIFEST_NAME, write_json_atomic
 from delt_cli.dataset.writer import check_output_location
-from delt_cli.distributed import Dist, get_dist
-from delt_cli.errors import DeltError
-from delt_cli.guard import OutputGuard, foreign_except
+from delt_cli.infra.distributed import Dist, get_dist
+from delt_cli.infra.errors import DeltError
+from delt_cli.infra.guard import OutputGuard, foreign_except
 from delt_cli.models.loading import fingerprint as model_fingerprint
 from delt_cli.models.loading import load_causal_lm, load_tokenizer
 from delt_cli.training import checkpoint as ckpt

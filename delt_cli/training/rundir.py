@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from delt_cli.dataset.provenance import MANIFEST_NAME, read_manifest, write_json_atomic
-from delt_cli.errors import DeltError, UsageError
+from delt_cli.infra.errors import DeltError, UsageError
 from delt_cli.training.config import differing_keys
 
 IDENTITY = "run.json"

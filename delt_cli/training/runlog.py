@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from delt_cli.atomic import open_atomic
+from delt_cli.infra.atomic import open_atomic
 
 METRICS = "metrics.jsonl"
 ORDER = "order.jsonl"
@@ -68,7 +68,7 @@ def dedupe_consecutive(values: Iterable) -> list:
 
 def plot_loss(records: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     """Training loss against tokens seen (with the learning rate on a second axis)."""
-    from delt_cli.figures import pyplot, save_figure
+    from delt_cli.infra.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)

@@ -22,11 +22,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from delt_cli.atomic import describe_os_error, open_atomic
-from delt_cli.console import info, progress
+from delt_cli.infra.atomic import describe_os_error, open_atomic
+from delt_cli.infra.console import info, progress
 from delt_cli.dataset import Dataset, Shard, read_shard
 from delt_cli.dataset.provenance import write_json_atomic
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 
 FORMAT = 1
 

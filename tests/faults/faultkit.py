@@ -218,7 +218,7 @@ def tiny_bert(directory: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from delt_cli.assets import minilm_dir
+    from delt_cli.infra.assets import minilm_dir
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))

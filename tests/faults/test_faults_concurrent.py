@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_dataset
-from delt_cli.atomic import HOST
+from delt_cli.infra.atomic import HOST
 from faultkit import delt, error_line, launch, leftovers, shard_digests  # noqa: F401
 
 HOLDS = "after:holder.json+unlock"  # the writer lock held, its bookkeeping lock let go

@@ -6,12 +6,9 @@ not write (no `delt` key in its metadata) is other tools' data and is read as it
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from conftest import tree_digest, write_dataset

@@ -15,7 +15,6 @@ appears or is about to), kills it with SIGKILL, and then checks:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

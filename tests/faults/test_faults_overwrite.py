@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import tree_digest, write_dataset
-from faultkit import delt, error_line, leftovers, shard_digests, tiny_bert
+from faultkit import delt, error_line, leftovers, tiny_bert
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from delt_cli.console import info, progress
+from delt_cli.infra.console import progress
 from delt_cli.dataset import open_dataset
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 from delt_cli.scoring.base import Fitted, Scorer
 from delt_cli.scoring.options import ModelOptions, TargetOptions, default_of, option
 from delt_cli.scoring.tokens import encode, length_batches, prefix_token_id, read_rows

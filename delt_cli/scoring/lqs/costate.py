@@ -11,7 +11,7 @@ Backward (co-state of sum_{t=0..T} J(theta_t), J = mean target loss):
 
 with H_t the Hessian of L_t at theta_t (exact Hessian-vector products by double
 backward). lambda_t equals d/d theta_t of sum_{s=t..T} J(theta_s) through the
-unrolled trajectory (tests/test_lqs_costate.py checks this in float64).
+unrolled trajectory (tests/scoring/lqs/test_lqs_costate.py checks this in float64).
 
 At every annotated step t (t = 0, interval, 2*interval, ... < T), for every proxy
 sample n with g_{n,t} = grad l(x_n, theta_t):
@@ -39,7 +39,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 from delt_cli.models.causal_lm import LMParts
 from delt_cli.scoring.backoff import Backoff
 from delt_cli.scoring.lqs.losses import Params, grad_of, hvp, mean_loss_grad, params_of, sample_losses

@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from delt_cli.errors import DeltError
+from delt_cli.infra.errors import DeltError
 from delt_cli.models.causal_lm import LMParts, attention, targets_and_mask
 from delt_cli.scoring.lqs.losses import Params, grad_of, params_of, sample_losses
 
