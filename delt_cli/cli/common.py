@@ -27,6 +27,7 @@ from delt_cli.dataset.writer import compression_options
 from delt_cli.infra.errors import DeltError
 
 COMMON = "Common options"
+SCALE = "Several processes (docs/scale.md)"  # the --help panel of --rank/--world-size/--processes
 
 _current_run: Optional[RunInfo] = None
 

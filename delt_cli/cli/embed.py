@@ -3,11 +3,10 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli.cli.base import app
-from delt_cli.cli.common import IdColumnOpt, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, TextColumnOpt, current_run, emit, step
+from delt_cli.cli.common import SCALE, IdColumnOpt, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, TextColumnOpt, current_run, emit, step
 from delt_cli.scoring.gotd.embedding import embed_dataset
 
 MODEL = "Model options"
-SCALE = "Several processes (docs/scale.md)"
 
 EXAMPLES = """
 **Examples**

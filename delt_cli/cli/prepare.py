@@ -3,7 +3,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from delt_cli.cli.base import app
-from delt_cli.cli.common import COMMON, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
+from delt_cli.cli.common import COMMON, SCALE, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
 from delt_cli.dataset.prepare import IdPrefix, prepare_dataset
 from delt_cli.dataset.prepare_sources import Utf8Policy
 
@@ -16,6 +16,7 @@ delt prepare plays/ -o data/plays --paragraphs --domain fiction --shard-rows 500
 delt prepare news.csv --text-column body --id-column url -o data/news
 delt prepare dump-2023.jsonl dump-2024.jsonl -o data/both --id-prefix source
 delt prepare scraped/ -o data/scraped --on-invalid-utf8 replace
+for r in 0 1 2; do delt prepare plays/ -o data/plays3 --rank $r --world-size 3; done; delt finish data/plays3
 ```
 
 The output always has the columns `id` and `text` first: `--text-column` and `--id-column`
@@ -45,10 +46,18 @@ def prepare_cmd(
     ] = Utf8Policy.error,
     id_column: Annotated[str, typer.Option("--id-column", help="Source column holding the ids, written as 'id' (sources without it get generated ids).", rich_help_panel=COMMON)] = "id",
     text_column: Annotated[str, typer.Option("--text-column", help="Source column holding the text, written as 'text'.", rich_help_panel=COMMON)] = "text",
+    rank: Annotated[
+        Optional[int],
+        typer.Option("--rank", help="Convert only the sources i with i % WORLD_SIZE == RANK, each into its own shards, alone (default: SLURM_ARRAY_TASK_ID); `delt finish` checks ids and writes the manifest.", rich_help_panel=SCALE),
+    ] = None,
+    world_size: Annotated[Optional[int], typer.Option("--world-size", help="Number of independent ranks (default: SLURM_ARRAY_TASK_COUNT).", rich_help_panel=SCALE)] = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
 ) -> None:
-    prepare_dataset(
+    from delt_cli.infra.distributed import independent_rank
+
+    ranked = independent_rank(rank, world_size)
+    manifest = prepare_dataset(
         sources,
         output,
         shard_rows=shard_rows,
@@ -61,5 +70,7 @@ def prepare_cmd(
         run=current_run(),
         overwrite=overwrite,
         resume=resume,
+        rank=ranked,
     )
-    emit(output)
+    if manifest is not None:  # None: one rank's part, incomplete until `delt finish`
+        emit(output)

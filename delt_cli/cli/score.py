@@ -8,12 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli.cli.base import app
-from delt_cli.cli.common import InputArg, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
+from delt_cli.cli.common import SCALE, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
 from delt_cli.cli.methods import command_args, make_command, method_options, resolve_scorer
 from delt_cli.dataset.provenance import RunInfo
 from delt_cli.scoring.registry import SCORERS
 
-SCALE = "Several processes (docs/scale.md)"
 
 EXAMPLES = """
 **Examples**

@@ -60,6 +60,12 @@ class _Accumulator:
     pending_rows: int = 0
     written: list = field(default_factory=list)
 
+    def begin(self, index: int, src: Source) -> None:
+        """One shard sequence across every source: nothing to do per source."""
+
+    def end(self, index: int, src: Source) -> None:
+        pass
+
     def add(self, table: pa.Table) -> None:
         self.pending.append(table)
         self.pending_rows += table.num_rows
@@ -134,8 +140,10 @@ def prepare_dataset(
     run: Optional[RunInfo] = None,
     overwrite: bool = False,
     resume: bool = False,
-) -> dict:
-    """Convert sources into a dataset of Parquet shards; return the manifest."""
+    rank: Optional[tuple[int, int]] = None,
+) -> Optional[dict]:
+    """Convert sources into a dataset of Parquet shards; return the manifest. `rank` (r, W): one of
+    W independent ranks converts its sources (`prepare_ranks`) and returns None."""
     if shard_rows < 1:
         raise UsageError(f"--shard-rows {shard_rows}: must be >= 1")
     if not sources:
@@ -148,6 +156,11 @@ def prepare_dataset(
     run = run or RunInfo(command="prepare", args={"shard_rows": shard_rows, "paragraphs": paragraphs})
     inputs = _sources_as_dataset(sources, srcs)
     options = dict(policy=policy, paragraphs=paragraphs, id_column=id_column, text_column=text_column, id_prefix=id_prefix, domain=domain, batch_rows=shard_rows)
+    if rank is not None:
+        from delt_cli.dataset.prepare_ranks import prepare_rank
+
+        prepare_rank(sources, srcs, Path(output), rank=rank[0], world=rank[1], run=run, shard_rows=shard_rows, options=options, overwrite=overwrite, resume=resume)
+        return None
     with StagedOutput(output, [inputs], run=run, overwrite=overwrite, resume=resume) as stage:
         if stage.finished:
             return read_manifest(stage.output)
@@ -196,16 +209,20 @@ def _check_source_names(srcs: list[Source]) -> None:
 
 
 def _convert(srcs: list[Source], acc: "_Accumulator", hints: dict, *, policy: Utf8Policy, paragraphs: bool, id_column: str,
-             text_column: str, id_prefix: IdPrefix, domain: Optional[str], batch_rows: int) -> tuple[dict, Optional[pa.Schema]]:
-    """Read every source into the accumulator; return the counts and the output's columns."""
-    stats = {"rows_read": 0, "rows_written": 0, "empty_dropped": 0, "utf8_replaced": 0, "utf8_skipped": 0, "sources": len(srcs)}
-    schema: Optional[pa.Schema] = None  # the output's columns: the first source with records decides
+             text_column: str, id_prefix: IdPrefix, domain: Optional[str], batch_rows: int,
+             only: Optional[set[int]] = None, schema: Optional[pa.Schema] = None, decider: Optional[Path] = None) -> tuple[dict, Optional[pa.Schema]]:
+    """Read every source (or the indices in `only`) into the accumulator (`begin`/`add`/`end`);
+    return the counts and the output's columns. `schema` and `decider`: the columns, and the source
+    that decided them, when known beforehand (a rank: `reference_schema`)."""
+    picked = [(i, src) for i, src in enumerate(srcs) if only is None or i in only]
+    stats = {"rows_read": 0, "rows_written": 0, "empty_dropped": 0, "utf8_replaced": 0, "utf8_skipped": 0, "sources": len(picked)}
     dropped: set = set()
     with progress() as bar:
-        task = bar.add_task("reading", total=len(srcs))
-        for src in srcs:
+        task = bar.add_task("reading", total=len(picked))
+        for index, src in picked:
             counts: dict = {}
-            deciding = schema is None
+            deciding = schema is None or src.path == decider
+            acc.begin(index, src)
             types = hints.get(src.path) or (None if deciding else _source_types(schema, id_column=id_column, text_column=text_column, domain=domain))
             read = written = 0
             for records in read_source(src, policy=policy, paragraphs=paragraphs, text_column=text_column, batch_rows=batch_rows,
@@ -232,8 +249,34 @@ def _convert(srcs: list[Source], acc: "_Accumulator", hints: dict, *, policy: Ut
                     warn(f"{src.path}: {counts[key]:,} record(s) {verb} (the first at {counts['first_bad']})")
             if not written:
                 warn(f"{src.path}: no documents ({f'{read:,} record(s), all empty' if read else 'no records'})")
+            acc.end(index, src)
             bar.advance(task)
     return stats, schema
+
+
+def reference_schema(srcs: list[Source], hints: dict, *, policy: Utf8Policy, paragraphs: bool, id_column: str, text_column: str,
+                     id_prefix: IdPrefix, domain: Optional[str], batch_rows: int) -> tuple[Optional[pa.Schema], Optional[Path]]:
+    """The output's columns as one process decides them, and the source that decides them (the
+    first with records), without writing anything. A JSON lines source is read to its end, since a
+    later line may widen its columns (`hints` gets the whole file's then, as in a full run)."""
+    for src in srcs:
+        while True:
+            try:
+                found = None
+                for records in read_source(src, policy=policy, paragraphs=paragraphs, text_column=text_column, batch_rows=batch_rows,
+                                           schema=hints.get(src.path), widen=True, counts={}):
+                    if found is None and records.table.num_rows:
+                        found = _normalize(records, src, id_column=id_column, text_column=text_column, id_prefix=id_prefix, domain=domain).schema
+                        if src.fmt != "jsonl":
+                            break  # only JSON lines widen
+                break
+            except SchemaWidened as widened:
+                if widened.source.path in hints:
+                    raise
+                hints[widened.source.path] = widened.schema
+        if found is not None:
+            return found, src.path
+    return None, None
 
 
 def _source_types(schema: pa.Schema, *, id_column: str, text_column: str, domain: Optional[str]) -> pa.Schema:

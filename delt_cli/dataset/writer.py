@@ -643,6 +643,10 @@ def finish_ranks(output: Path, *, argv: list[str] | None = None) -> dict:
                 f"rank {b['rank']} of {b['world']}: {' '.join(b.get('argv') or [])!s}); rerun the ranks of one run (--overwrite replaces the other's)"
             )
         first = data[0][1]
+        if "outputs" in first:  # the ranks listed their shards (prepare: their number depends on the sources)
+            from delt_cli.dataset.prepare_ranks import finish_listed
+
+            return finish_listed(output, data, argv=argv)
         world = int(first["world"])
         inputs = first["inputs"]
         expected = [s["path"] for s in inputs["shards"]]
