@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from delt_cli.dataset.prepare import ID, TEXT, _Accumulator, _convert, reference_schema
 from delt_cli.dataset.prepare_sources import Source
-from delt_cli.dataset.provenance import MANIFEST_NAME, RunInfo, write_json_atomic
+from delt_cli.dataset.provenance import MANIFEST_NAME, RunInfo, sha256_file, write_json_atomic
 from delt_cli.dataset.reader import Dataset, Shard
 from delt_cli.dataset.writer import (
     RANK_RECORD_PREFIX,
@@ -44,14 +44,6 @@ from delt_cli.infra.atomic import HOST, parse_temporary, remove
 from delt_cli.infra.console import info
 from delt_cli.infra.errors import UsageError
 from delt_cli.infra.guard import OutputGuard, probe_writable
-
-
-def source_fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:32]
 
 
 def sources_listing(specs, srcs: list[Source]) -> Dataset:
@@ -76,7 +68,7 @@ class _SourceShards(_Accumulator):
     def begin(self, index: int, src: Source) -> None:
         self.index, self.chunk, self.pending, self.pending_rows = index, 0, [], 0
         self.metadata = self.run.shard_metadata(
-            {"dataset": self.listing.fingerprint, "source": {"path": str(src.path), "fingerprint": source_fingerprint(src.path)}}
+            {"dataset": self.listing.fingerprint, "source": {"path": str(src.path), "fingerprint": sha256_file(src.path)[:32]}}
         )
 
     def _flush(self, rows: int) -> None:
