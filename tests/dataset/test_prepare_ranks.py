@@ -145,3 +145,7 @@ def test_bad_rank_and_other_runs(sources, tmp_path, cli):
     res = cli("prepare", sources, "-o", out, "--rank", 1, "--world-size", 2, "--shard-rows", "30")  # another run's options
     assert res.exit_code == 2 and "holds files of another run" in res.output
     assert sorted(p.name for p in out.glob(".delt-rank-*")) == [".delt-rank-00000-of-00002.json"]
+    delt("prepare", sources, "-o", out, "--rank", 1, "--world-size", 2, "--shard-rows", "30", "--overwrite")  # replaces only its own part
+    res = cli("finish", out)
+    assert res.exit_code == 1 and "rank records of two different runs" in res.output
+    assert not (out / "manifest.json").exists()
