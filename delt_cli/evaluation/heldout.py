@@ -59,7 +59,7 @@ def sample_rows(ds, limit: Optional[int], *, stratify: Optional[str], seed: int 
     else:
         from delt_cli.selection import apportion
 
-        values = np.array([str(v) for shard in ds.shards for v in read_shard(shard.path, [stratify]).column(0).to_pylist()], dtype=object)
+        values = np.array([str(v) for shard in ds.shards for v in read_shard(shard, [stratify]).column(0).to_pylist()], dtype=object)
         members = {v: np.flatnonzero(values == v) for v in sorted(set(values))}
         shares = apportion(limit, np.array([len(rows) for rows in members.values()], dtype=np.float64))
         chosen = np.concatenate([rng.choice(rows, size=int(n), replace=False) for rows, n in zip(members.values(), shares)])
@@ -97,7 +97,7 @@ def heldout_loss(
         if picked is not None and len(picked[i]) == 0:
             continue
         columns = [text_column] + ([group_by] if group_by else [])
-        table = read_shard(shard.path, columns)
+        table = read_shard(shard, columns)
         if picked is not None:
             table = table.take(picked[i])
         texts = table.column(text_column).to_pylist()

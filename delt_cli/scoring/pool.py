@@ -31,7 +31,7 @@ def iter_sample(dataset: Dataset, columns: Sequence[str], rows: Optional[np.ndar
     """Yield (shard, its full `columns` table, local indices of the sampled rows in it) for every shard."""
     offsets = dataset.offsets
     for i, shard in enumerate(dataset.shards):
-        table = read_shard(shard.path, columns)
+        table = read_shard(shard, columns)
         if rows is None:
             local = np.arange(shard.num_rows, dtype=np.int64)
         else:

@@ -156,7 +156,7 @@ def read_rows(dataset, rows: np.ndarray, columns: Iterable[str]) -> pa.Table:
     for k, shard in enumerate(dataset.shards):
         lo, hi = np.searchsorted(rows, [offsets[k], offsets[k + 1]])
         if hi > lo:
-            table = read_shard(shard.path, columns)
+            table = read_shard(shard, columns)
             parts.append(table.take(pa.array(rows[lo:hi] - offsets[k])))
     if not parts:
         return pa.table({c: pa.array([], type=dataset.schema.field(c).type) for c in columns})

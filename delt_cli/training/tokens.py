@@ -149,7 +149,7 @@ class TokenCache:
         column = self.dataset.id_column
         for shard, row in rows:
             if self._ids is None or self._ids[0] != shard:
-                table = read_shard(self.parts[shard].shard.path, [column])
+                table = read_shard(self.parts[shard].shard, [column])
                 self._ids = (shard, table.column(column).to_pylist())
             out.append(self._ids[1][row])
         return out
@@ -194,7 +194,7 @@ def build_token_cache(
         with progress() as bar:
             task = bar.add_task("tokenizing", total=sum(s.num_rows for s in todo))
             for shard in todo:
-                texts = read_shard(shard.path, [dataset.text_column]).column(dataset.text_column).to_pylist()
+                texts = read_shard(shard, [dataset.text_column]).column(dataset.text_column).to_pylist()
                 tokens, ends = tokenize_texts(tokenizer, texts, eos, dtype)
                 tokens_path, docs_path, meta_path = paths(shard)
                 meta = {**expected, "shard": shard.name, "shard_fingerprint": shard.fingerprint, "rows": len(texts), "tokens": int(len(tokens))}

@@ -650,3 +650,32 @@ def test_embed_reads_a_save_to_disk_directory(cli, tmp_path, hf_dir):
     assert emb.column("text").to_pylist() == [r["text"] for r in rows]
     assert emb.column("id").to_pylist() == [f"data-{s:05d}-of-00003.arrow:{i}" for s in range(3) for i in range(20)]
     assert emb.schema.field("emb").type == pa.list_(pa.float32(), 16)
+
+
+@pytest.mark.parametrize("kind", ["parquet-without-ids", "jsonl"])
+def test_row_readers_of_the_scorers_see_the_readers_ids(tmp_path, kind):
+    """The samplers and row readers behind dsir/gotd fits, LQS, the token cache and held-out loss
+    read a shard as the dataset describes it: derived ids included, a JSONL shard parsed once with
+    its dataset's schema (they once re-opened the bare path, which lost the derived ids)."""
+    import numpy as np
+
+    from delt_cli.dataset import open_dataset, read_shard
+    from delt_cli.scoring.pool import iter_sample
+    from delt_cli.scoring.tokens import read_rows
+
+    d = tmp_path / "in"
+    d.mkdir()
+    texts = [f"{w} document number {i}" for i, w in enumerate("alpha beta gamma delta epsilon zeta eta theta".split())]
+    if kind == "jsonl":
+        for part in range(2):
+            (d / f"p{part}.jsonl").write_text("".join(json.dumps({"id": f"u{part}-{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    else:
+        for part in range(2):
+            pq.write_table(pa.table({"text": texts}), d / f"p{part}.parquet")
+    ds = open_dataset(d)
+    every = [v for s in ds.shards for v in read_shard(s, ["id"]).column("id").to_pylist()]
+    assert len(set(every)) == 2 * len(texts)
+    rows = np.array([1, 5, 9, 14])
+    assert read_rows(ds, rows, ["id", "text"]).column("id").to_pylist() == [every[r] for r in rows]
+    sampled = [t.column("id").to_pylist() for _, t, _ in iter_sample(ds, ["id", "text"], None)]
+    assert sum(sampled, []) == every
