@@ -29,6 +29,17 @@ from delt_cli.infra.errors import DeltError
 COMMON = "Common options"
 SCALE = "Several processes (docs/scale.md)"  # the --help panel of --rank/--world-size/--processes
 
+
+def rank_opt(part: str):
+    """--rank of a per-shard command; `part` says what rank R of WORLD_SIZE takes."""
+    return Annotated[
+        Optional[int],
+        typer.Option("--rank", help=f"{part}, alone (default: SLURM_ARRAY_TASK_ID); `delt finish` writes the manifest.", rich_help_panel=SCALE),
+    ]
+
+
+WorldSizeOpt = Annotated[Optional[int], typer.Option("--world-size", help="Number of independent ranks (default: SLURM_ARRAY_TASK_COUNT).", rich_help_panel=SCALE)]
+
 _current_run: Optional[RunInfo] = None
 
 

@@ -3,7 +3,19 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli.cli.base import app
-from delt_cli.cli.common import SCALE, IdColumnOpt, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, TextColumnOpt, current_run, emit, step
+from delt_cli.cli.common import (
+    IdColumnOpt,
+    InputArg,
+    OutputOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    TextColumnOpt,
+    WorldSizeOpt,
+    current_run,
+    emit,
+    rank_opt,
+    step,
+)
 from delt_cli.scoring.gotd.embedding import embed_dataset
 
 MODEL = "Model options"
@@ -37,8 +49,8 @@ def embed_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Chunks per forward pass (chunks are sorted by length first).", rich_help_panel=MODEL)] = 64,
     dtype: Annotated[str, typer.Option("--dtype", help="Storage type of the column: float32 or float16.")] = "float32",
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate chunks to this many tokens (default: the model's max_seq_length).", rich_help_panel=MODEL)] = None,
-    rank: Annotated[Optional[int], typer.Option("--rank", help="Embed only shards i with i % WORLD_SIZE == RANK, alone (default: SLURM_ARRAY_TASK_ID); `delt finish` writes the manifest.", rich_help_panel=SCALE)] = None,
-    world_size: Annotated[Optional[int], typer.Option("--world-size", help="Number of independent ranks (default: SLURM_ARRAY_TASK_COUNT).", rich_help_panel=SCALE)] = None,
+    rank: rank_opt("Embed only shards i with i % WORLD_SIZE == RANK") = None,
+    world_size: WorldSizeOpt = None,
     id_column: IdColumnOpt = "id",
     text_column: TextColumnOpt = "text",
     overwrite: OverwriteOpt = False,

@@ -3,7 +3,17 @@ from typing import Annotated, List, Optional
 import typer
 
 from delt_cli.cli.base import app
-from delt_cli.cli.common import COMMON, SCALE, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
+from delt_cli.cli.common import (
+    COMMON,
+    OutputOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    WorldSizeOpt,
+    current_run,
+    emit,
+    rank_opt,
+    step,
+)
 from delt_cli.dataset.prepare import IdPrefix, prepare_dataset
 from delt_cli.dataset.prepare_sources import Utf8Policy
 
@@ -46,11 +56,8 @@ def prepare_cmd(
     ] = Utf8Policy.error,
     id_column: Annotated[str, typer.Option("--id-column", help="Source column holding the ids, written as 'id' (sources without it get generated ids).", rich_help_panel=COMMON)] = "id",
     text_column: Annotated[str, typer.Option("--text-column", help="Source column holding the text, written as 'text'.", rich_help_panel=COMMON)] = "text",
-    rank: Annotated[
-        Optional[int],
-        typer.Option("--rank", help="Convert only the sources i with i % WORLD_SIZE == RANK, each into its own shards, alone (default: SLURM_ARRAY_TASK_ID); `delt finish` checks ids and writes the manifest.", rich_help_panel=SCALE),
-    ] = None,
-    world_size: Annotated[Optional[int], typer.Option("--world-size", help="Number of independent ranks (default: SLURM_ARRAY_TASK_COUNT).", rich_help_panel=SCALE)] = None,
+    rank: rank_opt("Convert only the sources i with i % WORLD_SIZE == RANK, each into its own shards") = None,
+    world_size: WorldSizeOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
 ) -> None:

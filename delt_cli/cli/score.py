@@ -8,11 +8,26 @@ from typing import Annotated, Optional
 import typer
 
 from delt_cli.cli.base import app
-from delt_cli.cli.common import SCALE, InputArg, OutputOpt, OverwriteOpt, ResumeOpt, current_run, emit, step
-from delt_cli.cli.methods import command_args, make_command, method_options, resolve_scorer
+from delt_cli.cli.common import (
+    SCALE,
+    InputArg,
+    OutputOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    WorldSizeOpt,
+    current_run,
+    emit,
+    rank_opt,
+    step,
+)
+from delt_cli.cli.methods import (
+    command_args,
+    make_command,
+    method_options,
+    resolve_scorer,
+)
 from delt_cli.dataset.provenance import RunInfo
 from delt_cli.scoring.registry import SCORERS
-
 
 EXAMPLES = """
 **Examples**
@@ -43,14 +58,8 @@ FitOpt = Annotated[
     Optional[Path],
     typer.Option("--fit", help="A fit artifact from `delt fit`: transform only, with its method and options.", show_default=False),
 ]
-RankOpt = Annotated[
-    Optional[int],
-    typer.Option("--rank", help="Score only shards i with i % WORLD_SIZE == RANK, alone (default: SLURM_ARRAY_TASK_ID); `delt finish` writes the manifest.", rich_help_panel=SCALE),
-]
-WorldOpt = Annotated[
-    Optional[int],
-    typer.Option("--world-size", help="Number of independent ranks (default: SLURM_ARRAY_TASK_COUNT).", rich_help_panel=SCALE),
-]
+RankOpt = rank_opt("Score only shards i with i % WORLD_SIZE == RANK")
+WorldOpt = WorldSizeOpt
 ProcessesOpt = Annotated[
     int,
     typer.Option("--processes", help="Run N processes (re-launches itself with torchrun; GPUs are used when present).", rich_help_panel=SCALE),
