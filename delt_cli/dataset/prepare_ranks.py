@@ -31,6 +31,7 @@ from delt_cli.dataset.prepare import ID, TEXT, _Accumulator, _convert, reference
 from delt_cli.dataset.prepare_sources import Source
 from delt_cli.dataset.provenance import MANIFEST_NAME, RunInfo, sha256_file, write_json_atomic
 from delt_cli.dataset.reader import Dataset, Shard
+from delt_cli.dataset.remote import is_remote, uri
 from delt_cli.dataset.writer import (
     RANK_RECORD_PREFIX,
     _provenance,
@@ -97,6 +98,8 @@ def prepare_rank(specs, srcs: list[Source], output: Path, *, rank: int, world: i
     """Convert this rank's sources; return its record (None when the same run's record was there)."""
     if overwrite and resume:
         raise UsageError("--overwrite and --resume: pass at most one")
+    if is_remote(output):
+        raise UsageError(f"--output {uri(output)}: independent ranks (--rank/--world-size) need an output on a shared filesystem for `delt finish`; write there and copy it to the bucket")
     listing = sources_listing(specs, srcs)
     check_output_location(output, [listing])
     key = run_key(run, listing.describe(False), world)

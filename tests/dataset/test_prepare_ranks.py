@@ -141,6 +141,8 @@ def test_bad_rank_and_other_runs(sources, tmp_path, cli):
     out = tmp_path / "out"
     res = cli("prepare", sources, "-o", out, "--rank", 3, "--world-size", 3)
     assert res.exit_code == 2 and "--rank 3" in res.output and not out.exists()
+    res = cli("prepare", sources, "-o", "s3://bucket/raw", "--rank", 0, "--world-size", 3)
+    assert res.exit_code == 2 and "need an output on a shared filesystem" in res.output and not Path("s3:").exists()
     delt("prepare", sources, "-o", out, "--rank", 0, "--world-size", 2, "--shard-rows", "40")
     res = cli("prepare", sources, "-o", out, "--rank", 1, "--world-size", 2, "--shard-rows", "30")  # another run's options
     assert res.exit_code == 2 and "holds files of another run" in res.output
