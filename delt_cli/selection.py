@@ -245,7 +245,6 @@ def select_dataset(
     With `lazy`, write which rows are kept instead of the rows (dataset/selected.py).
     """
     from delt_cli.dataset import StagedOutput
-    from delt_cli.dataset.permute import write_filtered
     from delt_cli.dataset.provenance import RunInfo
     from delt_cli.dataset.selected import RECORD_KEY, open_input, selection_record
     from delt_cli.dataset.timing import phase, report
@@ -281,6 +280,8 @@ def select_dataset(
             extra[RECORD_KEY] = selection_record(ds, keep, stage.metadata())
             extra["outputs"] = {"rows": kept, "num_shards": 0, "shards": []}  # no shard files: the rows stay in the input
         else:
+            from delt_cli.dataset.permute import write_filtered
+
             write_filtered(ds, keep, stage.path, stage.metadata())
         if lengths is not None:
             extra["selection"].update({"length_unit": unit, "length_kept": int(lengths[keep].sum()), "length_in": int(lengths.sum())})

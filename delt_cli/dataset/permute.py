@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (take and filter load it; here, before the input is known: in `select | order -` while select still runs)
 import pyarrow.parquet as pq
 
 from delt_cli.dataset.parallel import parallel_map

@@ -24,7 +24,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from delt_cli.dataset import remote, sources
@@ -313,10 +312,12 @@ class Dataset:
         valid = np.ones(len(col), dtype=bool)
         if col.null_count:
             valid &= ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        if col.null_count:  # (fill_null loads pyarrow.compute, which a data command may not need)
+            col = col.fill_null(0 if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype) else np.nan)
         if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
-            values = col.fill_null(0).to_numpy().astype(np.int64, copy=False)
+            values = col.to_numpy().astype(np.int64, copy=False)
         else:
-            values = col.fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
+            values = col.to_numpy().astype(np.float64, copy=False)
             valid &= ~np.isnan(values)
         bad = int(len(values) - valid.sum())
         if bad and not drop_null:
@@ -450,6 +451,8 @@ def derived_ids(source_name: str, start: int, count: int) -> pa.Array:
     that file (`a.jsonl.zst:0`, `000_00000.parquet:41`). They depend only on the file's name
     and the row's place in it, so every rerun and every process derives the same ones;
     a top-level file of `delt prepare` gets the same ids."""
+    import pyarrow.compute as pc
+
     rows = pa.array(np.arange(start, start + count, dtype=np.int64)).cast(pa.string())
     return pc.binary_join_element_wise(f"{source_name}:", rows, "")
 
