@@ -27,8 +27,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (take and filter load it; here, before the input is known: in `select | order -` while select still runs)
 import pyarrow.parquet as pq
+
+# Loaded here, before the input is known (in `select | order -` while select still runs), not on
+# first use (~50 ms): take and filter load pyarrow.compute, pa.array of a numpy array numpy.ma.
+import numpy.ma  # noqa: F401,E402
+import pyarrow.compute  # noqa: F401,E402
 
 from delt_cli.dataset.parallel import parallel_map
 from delt_cli.dataset.reader import Dataset
