@@ -497,6 +497,62 @@ def versions() -> str:
     return f"Python {platform.python_version()}, pyarrow {pa.__version__}, DuckDB {duckdb.__version__}, polars {polars.__version__}"
 
 
+ENCODE_SETTINGS = [  # (label, changes to delt's ParquetWriter arguments)
+    ("delt's settings: zstd level 1, no dictionary or statistics for long unique text, 1 MiB pages, row groups of 16,384", {}),
+    ("zstd level 3 (Arrow's default level; DuckDB's and polars' outputs are about this size)", {"compression_level": 3}),
+    ("zstd level -1 (a fast level)", {"compression_level": -1}),
+    ("lz4", {"compression": "lz4", "compression_level": None}),
+    ("snappy", {"compression": "snappy", "compression_level": None}),
+    ("no compression", {"compression": "none", "compression_level": None}),
+    ("dictionary tried on every column", {"use_dictionary": True}),
+    ("no dictionary on any column", {"use_dictionary": False}),
+    ("statistics on every column", {"write_statistics": True}),
+    ("no statistics", {"write_statistics": False}),
+    ("data pages of 8 MiB", {"data_page_size": 8 << 20}),
+    ("data pages of 64 KiB", {"data_page_size": 64 << 10}),
+    ("data page v2", {"data_page_version": "2.0"}),
+    ("no page index", {"write_page_index": False}),
+    ("row groups of 65,536", {"row_group_size": 65_536}),
+    ("row groups of 100,000 (one per shard)", {"row_group_size": 100_000}),
+    ("text as DELTA_LENGTH_BYTE_ARRAY", {"use_dictionary": ["score"], "column_encoding": {"text": "DELTA_LENGTH_BYTE_ARRAY"}}),
+]
+
+
+def encode_settings(work: Path, text_bytes: int, repeats: int) -> str:
+    """Parquet writer settings for the kept rows, measured on this benchmark's realistic-entropy
+    text (the foreign input's random words): 100,000 kept rows written as one shard, one thread;
+    the smallest CPU time of `repeats` writes, the file size, and one thread's CPU to read it back."""
+    from delt_cli.dataset.writer import ROW_GROUP_SIZE, column_encodings, compression_options
+
+    data = work / "encode-settings"
+    generate("foreign", data, 2 * SHARD_ROWS, None, text_bytes)
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(data.glob("*.parquet"))])
+    score = table.column("score").to_numpy()
+    table = table.take(pa.array(np.sort(np.argsort(-score, kind="stable")[: int(len(score) * TOP_R)]))).combine_chunks()
+    out = work / "encode-settings.parquet"
+    lines = ["| writer settings (kept rows: 100,000 documents, "
+             f"{table.column('text').nbytes / 1e6:.0f} MB of text) | write, CPU | size | read back, CPU |", "|---|---|---|---|"]
+    base = None
+    for name, change in ENCODE_SETTINGS:
+        kw = {"row_group_size": ROW_GROUP_SIZE, **column_encodings(table), **compression_options(), **change}
+        write = read = float("inf")
+        for _ in range(repeats):
+            c = time.thread_time()
+            pq.write_table(table, out, **kw)
+            write = min(write, time.thread_time() - c)
+            c = time.thread_time()
+            with pq.ParquetFile(out) as pf:
+                for g in range(pf.num_row_groups):
+                    pf.read_row_group(g, use_threads=False)
+            read = min(read, time.thread_time() - c)
+        size = out.stat().st_size / 1e6
+        base = base or (write, size)
+        lines.append(f"| {name} | {write * 1000:.0f} ms ({write / base[0]:.2f}x) | {size:.1f} MB ({size / base[1]:.2f}x) | {read * 1000:.0f} ms |")
+    shutil.rmtree(data)
+    out.unlink()
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, action="append", help="number of documents (repeatable; default 1,000,000)")
@@ -514,6 +570,7 @@ def main() -> None:
     ap.add_argument("--report-from", type=Path, default=None, help="rebuild the tables from the result lines (JSON, on stderr) of an earlier run with the same arguments; runs nothing")
     ap.add_argument("--wait-load", type=float, default=None, help="before starting, wait until the 1-minute load average is below this (at most --wait-max seconds)")
     ap.add_argument("--wait-max", type=float, default=3600)
+    ap.add_argument("--encode-settings", action="store_true", help="measure Parquet writer settings for the kept rows instead (docs block select-order-encode with --write-docs)")
     args = ap.parse_args()
     sizes = args.rows or [1_000_000]
     args.input = args.input or ["delt", "foreign"]
@@ -527,6 +584,23 @@ def main() -> None:
         while loadavg() >= args.wait_load and time.time() < deadline:
             time.sleep(15)
         print(f"starting at load {loadavg():.1f}", file=sys.stderr)
+    if args.encode_settings:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            load = [loadavg()]
+            rows = encode_settings(work, args.text_bytes, args.repeats)
+            load.append(loadavg())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        text = ("### Parquet writer settings for the kept rows (`python scripts/bench_select_order.py --encode-settings"
+                f" --repeats {args.repeats}{' --write-docs' * args.write_docs}`)\n\n"
+                f"One thread, the smallest CPU time of {args.repeats} writes; {os.cpu_count()} cores, {versions()}; "
+                f"1-minute load average {min(load):.1f}-{max(load):.1f}.\n\n" + rows + "\n")
+        print(text)
+        if args.write_docs:
+            write_docs(text, "select-order-encode")
+        return
     if args.report_from is None:
         # delt's modules byte-compiled, as an install leaves them (a checkout run with
         # PYTHONDONTWRITEBYTECODE would otherwise compile them in every process)
