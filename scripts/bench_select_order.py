@@ -621,9 +621,10 @@ def main() -> None:
            + (" --no-baselines" if args.no_baselines else "".join(f" --baseline {b}" for b in args.baseline)) + f" --text-bytes {args.text_bytes}" * (args.text_bytes != 500)
            + f" --repeats {args.repeats}" + " --write-docs" * args.write_docs + (f" --docs-block {args.docs_block}" if args.docs_block != "select-order" else ""))
     loads = [x for r in results for x in r["load"]]
+    heading = ("## Select and order (`scripts/bench_select_order.py`)\n\n" if args.docs_block == "select-order"
+               else f"### Select and order at {', '.join(f'{n:,}' for n in sizes)} rows\n\n")
     text = (
-        "## Select and order (`scripts/bench_select_order.py`)\n\n"
-        f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) against the published approach, "
+        heading + f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) against the published approach, "
         "one DuckDB query and one polars lazy query, on the same documents (~"
         f"{args.text_bytes} bytes of text each, files of {SHARD_ROWS:,} rows); every contestant a fresh process, start-up included; "
         f"{args.repeats} rounds, each running every contestant once (order rotated per round); times are medians with the range of the rounds, CPU the median of user + system seconds over all threads and processes, "
