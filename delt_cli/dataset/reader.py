@@ -372,21 +372,29 @@ class Dataset:
                 raise DeltError(f"{shard.path}: id column '{self.id_column}' has {ids.null_count} null value(s)")
             return hash64(ids)
 
-        hashes = parallel_map(shard_hashes, len(self.shards), "checking ids")
-        if not hashes:
+        offsets = self.offsets
+        if not self.shards:
             return
-        all_hashes = np.concatenate(hashes)
-        sorted_hashes = np.sort(all_hashes)
-        repeated = sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]]  # sorted, so equal hashes are neighbours
+        # One array of hashes, filled shard by shard and sorted in place: 8 bytes per row at the
+        # peak (a list of per-shard arrays, their concatenation and a sorted copy held 24).
+        hashes = np.empty(int(offsets[-1]), dtype=np.uint64)
+
+        def fill(i: int) -> None:
+            hashes[offsets[i] : offsets[i + 1]] = shard_hashes(i)
+
+        parallel_map(fill, len(self.shards), "checking ids")
+        hashes.sort()
+        repeated = hashes[1:][hashes[1:] == hashes[:-1]]  # sorted, so equal hashes are neighbours
+        del hashes
         if len(repeated) == 0:
             return
         dup_hashes = repeated[np.concatenate([[True], repeated[1:] != repeated[:-1]])]
         # Confirm on the real values (for strings a hash collision is possible, if unlikely):
-        # only the rows whose hash repeats are read as Python values.
+        # only the rows whose hash repeats are read as Python values (their shards' hashes
+        # computed again: the sorted array no longer says which row is where).
         where: dict = {}
-        offsets = self.offsets
-        for shard, lo, hi in zip(self.shards, offsets[:-1], offsets[1:]):
-            suspect = np.isin(all_hashes[lo:hi], dup_hashes)
+        for i, shard in enumerate(self.shards):
+            suspect = np.isin(shard_hashes(i), dup_hashes)
             for start, table in self.iter_row_groups(shard, [self.id_column], wanted=suspect):
                 part = suspect[start : start + table.num_rows]
                 for value in table.column(self.id_column).filter(pa.array(part)).to_pylist():
