@@ -161,6 +161,7 @@ def order_dataset(
         with phase("decide"):
             local = compute_order(method, n=n if rows is None else len(rows), values=values, groups=groups, folds=folds, descending=descending, seed=seed)
             order = local if rows is None else rows[local]
+            values = groups = local = rows = None  # the keys go before the rows move (8 bytes per kept row: 400 MB at 100M rows)
         write_permuted(ds, order, stage.path, stage.metadata(), shard_rows=shard_rows)
         extra = {"ordering": {"method": method, "by": by, "folds": folds if method == "folding" else None,
                               "descending": descending, "seed": seed if method == "shuffle" else None,

@@ -122,18 +122,20 @@ import json, resource, subprocess, sys, time
 t = time.perf_counter()
 p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 wall = time.perf_counter() - t
-print(json.dumps({"wall": wall, "rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "rc": p.returncode, "stderr": p.stderr[-20000:]}))
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "cpu": u.ru_utime + u.ru_stime, "rss_kb": u.ru_maxrss, "rc": p.returncode, "stderr": p.stderr[-20000:]}))
 """
 
 
 def measure(cmd: list[str], env=None) -> dict:
-    """Wall seconds, peak RSS (MB) and stderr of one subprocess."""
+    """Wall seconds, CPU seconds (user + system, all threads and child processes), peak RSS (MB)
+    and delt's timing lines of one subprocess."""
     out = subprocess.run([sys.executable, "-c", MEASURE, *map(str, cmd)], capture_output=True, text=True, env=env)
     r = json.loads(out.stdout)
     if r["rc"] != 0:
         raise SystemExit(f"command failed: {' '.join(map(str, cmd))}\n{r['stderr']}")
     timings = {t["command"]: t for t in (json.loads(line.split(" ", 1)[1]) for line in r["stderr"].splitlines() if line.startswith("delt-timings "))}
-    return {"s": r["wall"], "rss_mb": r["rss_kb"] / 1024, "timings": timings}
+    return {"s": r["wall"], "cpu_s": r["cpu"], "rss_mb": r["rss_kb"] / 1024, "timings": timings}
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -219,10 +221,10 @@ def run_delt(data: Path, work: Path, variant: str, codec: str) -> dict:
         order[order.index(work / "sel")] = "-"
         line = " ".join(shlex.quote(str(a)) for a in select) + " | " + " ".join(shlex.quote(str(a)) for a in order) + " >/dev/null"
         both = measure(["bash", "-o", "pipefail", "-c", line], env)
-        out = {"s": both["s"], "rss_mb": both["rss_mb"], "select": {"timings": both["timings"]}, "order": {"timings": both["timings"]}}
+        out = {"s": both["s"], "cpu_s": both["cpu_s"], "rss_mb": both["rss_mb"], "select": {"timings": both["timings"]}, "order": {"timings": both["timings"]}}
     else:
         sel, ord_ = measure(select, env), measure(order, env)
-        out = {"s": sel["s"] + ord_["s"], "rss_mb": max(sel["rss_mb"], ord_["rss_mb"]), "select": sel, "order": ord_}
+        out = {"s": sel["s"] + ord_["s"], "cpu_s": sel["cpu_s"] + ord_["cpu_s"], "rss_mb": max(sel["rss_mb"], ord_["rss_mb"]), "select": sel, "order": ord_}
     out["output"] = work / "ord"
     out["output_mb"] = sum(f.stat().st_size for f in (work / "ord").glob("*.parquet")) / 1e6
     return out
@@ -231,7 +233,7 @@ def run_delt(data: Path, work: Path, variant: str, codec: str) -> dict:
 def run_reference(jsonl: Path, work: Path) -> dict:
     s = measure([sys.executable, "-c", REFERENCE_SELECT, jsonl, work / "ref-sel.jsonl", TOP_R])
     o = measure([sys.executable, "-c", REFERENCE_ORDER, work / "ref-sel.jsonl", work / "ref-ord.jsonl", FOLDS])
-    return {"s": s["s"] + o["s"], "rss_mb": max(s["rss_mb"], o["rss_mb"]), "output": work / "ref-ord.jsonl",
+    return {"s": s["s"] + o["s"], "cpu_s": s["cpu_s"] + o["cpu_s"], "rss_mb": max(s["rss_mb"], o["rss_mb"]), "output": work / "ref-ord.jsonl",
             "output_mb": (work / "ref-ord.jsonl").stat().st_size / 1e6}
 
 
@@ -258,6 +260,64 @@ def loadavg() -> float:
         return float("nan")
 
 
+def floors(data: Path, work: Path) -> dict:
+    """CPU seconds (one thread, this process) of the work that any select + order of these files
+    must do, as delt does it: decode every column of every row of the input (the kept half lies on
+    every page, so no page can be skipped), then write the kept rows as Parquet with delt's
+    settings (zstd level 1, the output's shard size); and zstd level 1 alone on the kept text in
+    1 MiB pages (the codec's share of the writing)."""
+    from delt_cli.dataset.permute import parquet_pieces
+    from delt_cli.dataset.writer import ShardWriter
+
+    try:  # the allocator delt's data commands use (cli/main.py)
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except (pa.ArrowException, NotImplementedError):
+        pass
+    files = sorted(data.glob("*.parquet"))
+    for _ in parquet_pieces(files[0]):  # warm-up: first-use costs are not the floor
+        pass
+    decode = 0.0
+    kept = []
+    for f in files:
+        score = pq.read_table(f, columns=["score"]).column("score").to_numpy()
+        kept.append(score)
+    score = np.concatenate(kept)
+    keep = np.zeros(len(score), dtype=bool)
+    keep[np.argsort(-score, kind="stable")[: int(len(score) * TOP_R)]] = True
+    kept, at = [], 0
+    for f in files:
+        pieces = parquet_pieces(f)
+        while True:
+            c = time.process_time()
+            piece = next(pieces, None)
+            decode += time.process_time() - c
+            if piece is None:
+                break
+            start, table = piece
+            kept.append(table.filter(pa.array(keep[at + start : at + start + table.num_rows])))
+        at += pq.ParquetFile(f).metadata.num_rows
+    table = pa.concat_tables(kept).combine_chunks()
+    del kept
+    out = work / "floor"
+    out.mkdir(exist_ok=True)
+    shard = int(SHARD_ROWS * TOP_R)
+    c = time.process_time()
+    for i, lo in enumerate(range(0, table.num_rows, shard)):
+        with ShardWriter(out / f"part-{i:05d}.parquet", table.schema) as w:
+            w.write(table.slice(lo, shard))
+    encode = time.process_time() - c
+    shutil.rmtree(out)
+    text = table.column("text").combine_chunks()
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + len(text) + 1]
+    data_buf = text.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    codec = pa.Codec("zstd", compression_level=1)
+    c = time.process_time()
+    for lo in range(0, data_buf.size, 1 << 20):
+        codec.compress(data_buf.slice(lo, min(1 << 20, data_buf.size - lo)))
+    zstd = time.process_time() - c
+    return {"decode_s": decode, "encode_s": encode, "zstd_s": zstd, "kept_text_mb": data_buf.size / 1e6}
+
+
 def run(n: int, kind: str, work: Path, args) -> dict:
     data = work / f"{kind}-{n}"
     baselines = [b for b in args.baseline if n <= args.baseline_max_rows]
@@ -265,6 +325,7 @@ def run(n: int, kind: str, work: Path, args) -> dict:
     t = time.perf_counter()
     generate(kind, data, n, jsonl, args.text_bytes)
     gen = time.perf_counter() - t
+    floor = floors(data, work) if baselines else None
     contestants = [f"delt:{v}:{c}" for v in args.variant for c in args.codec] + baselines
     runs: dict[str, list[dict]] = {c: [] for c in contestants}
     expected = None
@@ -293,7 +354,7 @@ def run(n: int, kind: str, work: Path, args) -> dict:
         p.unlink()
     for p in ("sel", "ord"):
         shutil.rmtree(work / p, ignore_errors=True)
-    return {"rows": n, "input": kind, "generate_s": gen, "repeats": args.repeats, "load": load, "runs": runs}
+    return {"rows": n, "input": kind, "generate_s": gen, "repeats": args.repeats, "load": load, "floors": floor, "runs": runs}
 
 
 # -- report -------------------------------------------------------------------------------
@@ -320,15 +381,16 @@ def label(c: str) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| rows | input | contestant | time, median (range) | rows/s | peak RSS | output | same ids | delt's speed-up over it | delt's memory / its |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rows | input | contestant | time, median (range) | CPU (user + system) | rows/s | peak RSS | output | same ids | delt's speed-up over it | delt's memory / its |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         delt = [c for c in r["runs"] if c.startswith("delt:")]
         best = delt[0]
         for c, runs in r["runs"].items():
             times = [x["s"] for x in runs]
-            cells = [f"{r['rows']:,}", r["input"], label(c), f"{med(times):.2f} s ({spread(times)})", f"{r['rows'] / med(times):,.0f}",
+            cpu = [x["cpu_s"] for x in runs if "cpu_s" in x]
+            cells = [f"{r['rows']:,}", r["input"], label(c), f"{med(times):.2f} s ({spread(times)})", f"{med(cpu):.2f} s" if cpu else "-", f"{r['rows'] / med(times):,.0f}",
                      f"{max(x['rss_mb'] for x in runs):,.0f} MB", f"{runs[-1]['output_mb']:,.0f} MB", str(all(x["same_ids"] for x in runs))]
             if c.startswith("delt:"):
                 cells += ["-", "-"]
@@ -368,6 +430,28 @@ def targets(results: list[dict]) -> str:
             for d in (c for c in big["runs"] if c.startswith("delt:") and c in base["runs"]):
                 t0, t1 = med([x["s"] for x in base["runs"][d]]), med([x["s"] for x in big["runs"][d]])
                 out.append(f"* {kind} input, {label(d)}: {big['rows']:,} rows took {t1 / t0:.1f}x the time of {base['rows']:,} rows ({big['rows'] / base['rows']:.0f}x the rows).")
+    return "\n".join(out)
+
+
+def floor_lines(results: list[dict]) -> str:
+    """Per input: the CPU that decoding the input and writing the kept rows cost at least (floors),
+    against what each contestant spent in all and the time the speed target asks for."""
+    out = []
+    for r in results:
+        f = r.get("floors")
+        if not f:
+            continue
+        need = f["decode_s"] + f["encode_s"]
+        cpu = {c: med([x["cpu_s"] for x in runs]) for c, runs in r["runs"].items() if all("cpu_s" in x for x in runs)}
+        engines = [c for c in ("duckdb", "polars") if c in r["runs"]]
+        line = (f"* {r['rows']:,} rows, {r['input']} input: decoding every column of the input {f['decode_s']:.2f} CPU-s; writing the kept rows "
+                f"({f['kept_text_mb']:.0f} MB of text) as delt writes them {f['encode_s']:.2f} CPU-s, of which zstd level 1 alone {f['zstd_s']:.2f}; "
+                f"together {need:.2f} CPU-s, {need / 2:.2f} s on 2 cores split perfectly. CPU spent in all (medians): "
+                + ", ".join(f"{label(c)} {v:.2f} s" for c, v in cpu.items()) + ".")
+        if engines:
+            fastest = med([min(r["runs"][e][i]["s"] for e in engines) for i in range(r["repeats"])])
+            line += f" 1.5x the faster engine ({fastest:.2f} s, median of the rounds' faster) means {fastest / 1.5:.2f} s."
+        out.append(line)
     return "\n".join(out)
 
 
@@ -413,6 +497,62 @@ def versions() -> str:
     return f"Python {platform.python_version()}, pyarrow {pa.__version__}, DuckDB {duckdb.__version__}, polars {polars.__version__}"
 
 
+ENCODE_SETTINGS = [  # (label, changes to delt's ParquetWriter arguments)
+    ("delt's settings: zstd level 1, no dictionary or statistics for long unique text, 1 MiB pages, row groups of 16,384", {}),
+    ("zstd level 3 (Arrow's default level; DuckDB's and polars' outputs are about this size)", {"compression_level": 3}),
+    ("zstd level -1 (a fast level)", {"compression_level": -1}),
+    ("lz4", {"compression": "lz4", "compression_level": None}),
+    ("snappy", {"compression": "snappy", "compression_level": None}),
+    ("no compression", {"compression": "none", "compression_level": None}),
+    ("dictionary tried on every column", {"use_dictionary": True}),
+    ("no dictionary on any column", {"use_dictionary": False}),
+    ("statistics on every column", {"write_statistics": True}),
+    ("no statistics", {"write_statistics": False}),
+    ("data pages of 8 MiB", {"data_page_size": 8 << 20}),
+    ("data pages of 64 KiB", {"data_page_size": 64 << 10}),
+    ("data page v2", {"data_page_version": "2.0"}),
+    ("no page index", {"write_page_index": False}),
+    ("row groups of 65,536", {"row_group_size": 65_536}),
+    ("row groups of 100,000 (one per shard)", {"row_group_size": 100_000}),
+    ("text as DELTA_LENGTH_BYTE_ARRAY", {"use_dictionary": ["score"], "column_encoding": {"text": "DELTA_LENGTH_BYTE_ARRAY"}}),
+]
+
+
+def encode_settings(work: Path, text_bytes: int, repeats: int) -> str:
+    """Parquet writer settings for the kept rows, measured on this benchmark's realistic-entropy
+    text (the foreign input's random words): 100,000 kept rows written as one shard, one thread;
+    the smallest CPU time of `repeats` writes, the file size, and one thread's CPU to read it back."""
+    from delt_cli.dataset.writer import ROW_GROUP_SIZE, column_encodings, compression_options
+
+    data = work / "encode-settings"
+    generate("foreign", data, 2 * SHARD_ROWS, None, text_bytes)
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(data.glob("*.parquet"))])
+    score = table.column("score").to_numpy()
+    table = table.take(pa.array(np.sort(np.argsort(-score, kind="stable")[: int(len(score) * TOP_R)]))).combine_chunks()
+    out = work / "encode-settings.parquet"
+    lines = ["| writer settings (kept rows: 100,000 documents, "
+             f"{table.column('text').nbytes / 1e6:.0f} MB of text) | write, CPU | size | read back, CPU |", "|---|---|---|---|"]
+    base = None
+    for name, change in ENCODE_SETTINGS:
+        kw = {"row_group_size": ROW_GROUP_SIZE, **column_encodings(table), **compression_options(), **change}
+        write = read = float("inf")
+        for _ in range(repeats):
+            c = time.thread_time()
+            pq.write_table(table, out, **kw)
+            write = min(write, time.thread_time() - c)
+            c = time.thread_time()
+            with pq.ParquetFile(out) as pf:
+                for g in range(pf.num_row_groups):
+                    pf.read_row_group(g, use_threads=False)
+            read = min(read, time.thread_time() - c)
+        size = out.stat().st_size / 1e6
+        base = base or (write, size)
+        lines.append(f"| {name} | {write * 1000:.0f} ms ({write / base[0]:.2f}x) | {size:.1f} MB ({size / base[1]:.2f}x) | {read * 1000:.0f} ms |")
+    shutil.rmtree(data)
+    out.unlink()
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, action="append", help="number of documents (repeatable; default 1,000,000)")
@@ -430,6 +570,7 @@ def main() -> None:
     ap.add_argument("--report-from", type=Path, default=None, help="rebuild the tables from the result lines (JSON, on stderr) of an earlier run with the same arguments; runs nothing")
     ap.add_argument("--wait-load", type=float, default=None, help="before starting, wait until the 1-minute load average is below this (at most --wait-max seconds)")
     ap.add_argument("--wait-max", type=float, default=3600)
+    ap.add_argument("--encode-settings", action="store_true", help="measure Parquet writer settings for the kept rows instead (docs block select-order-encode with --write-docs)")
     args = ap.parse_args()
     sizes = args.rows or [1_000_000]
     args.input = args.input or ["delt", "foreign"]
@@ -443,7 +584,27 @@ def main() -> None:
         while loadavg() >= args.wait_load and time.time() < deadline:
             time.sleep(15)
         print(f"starting at load {loadavg():.1f}", file=sys.stderr)
+    if args.encode_settings:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            load = [loadavg()]
+            rows = encode_settings(work, args.text_bytes, args.repeats)
+            load.append(loadavg())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        text = ("### Parquet writer settings for the kept rows (`python scripts/bench_select_order.py --encode-settings"
+                f" --repeats {args.repeats}{' --write-docs' * args.write_docs}`)\n\n"
+                f"One thread, the smallest CPU time of {args.repeats} writes; {os.cpu_count()} cores, {versions()}; "
+                f"1-minute load average {min(load):.1f}-{max(load):.1f}.\n\n" + rows + "\n")
+        print(text)
+        if args.write_docs:
+            write_docs(text, "select-order-encode")
+        return
     if args.report_from is None:
+        # delt's modules byte-compiled, as an install leaves them (a checkout run with
+        # PYTHONDONTWRITEBYTECODE would otherwise compile them in every process)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "delt_cli")], check=True, stdout=subprocess.DEVNULL)
         work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
         work.mkdir(parents=True, exist_ok=True)
         results = []
@@ -460,16 +621,19 @@ def main() -> None:
            + (" --no-baselines" if args.no_baselines else "".join(f" --baseline {b}" for b in args.baseline)) + f" --text-bytes {args.text_bytes}" * (args.text_bytes != 500)
            + f" --repeats {args.repeats}" + " --write-docs" * args.write_docs + (f" --docs-block {args.docs_block}" if args.docs_block != "select-order" else ""))
     loads = [x for r in results for x in r["load"]]
+    heading = ("## Select and order (`scripts/bench_select_order.py`)\n\n" if args.docs_block == "select-order"
+               else f"### Select and order at {', '.join(f'{n:,}' for n in sizes)} rows\n\n")
     text = (
-        "## Select and order (`scripts/bench_select_order.py`)\n\n"
-        f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) against the published approach, "
+        heading + f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) against the published approach, "
         "one DuckDB query and one polars lazy query, on the same documents (~"
         f"{args.text_bytes} bytes of text each, files of {SHARD_ROWS:,} rows); every contestant a fresh process, start-up included; "
-        f"{args.repeats} rounds, each running every contestant once (order rotated per round); times are medians with the range of the rounds, "
+        f"{args.repeats} rounds, each running every contestant once (order rotated per round); times are medians with the range of the rounds, CPU the median of user + system seconds over all threads and processes, "
         "speed-ups the median of the rounds' ratios, peak RSS the largest of the rounds. "
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, {versions()}; "
         f"1-minute load average {min(loads):.1f}-{max(loads):.1f} during the runs.\n"
         f"Command: `{cmd}`\n\n" + table(results) + "\n\nTargets (issue 17):\n\n" + targets(results)
+        + ("\n\nFloors: the CPU that decoding the input and writing the kept rows take at least (one thread, measured in the benchmark's own process "
+           "on the same files; scripts/bench_select_order.py, `floors`):\n\n" + floor_lines(results) if any(r.get("floors") for r in results) else "")
         + "\n\nWhere delt's time goes (medians; CPU seconds summed over threads, from DELT_TIMINGS=1):\n\n" + breakdown(results) + "\n"
     )
     print(text)

@@ -35,7 +35,26 @@ def prepare_arrow_process() -> None:
     ARROW_DEFAULT_MEMORY_POOL; then no pandas import (below)."""
     if sys.platform == "linux" and "pyarrow" not in sys.modules:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    load_numpy_single_threaded()
     skip_pyarrow_pandas_probe()
+
+
+def load_numpy_single_threaded() -> None:
+    """Import numpy with one OpenBLAS thread, unless the user set OPENBLAS_NUM_THREADS.
+
+    OpenBLAS starts a thread per core when numpy loads it, and those threads spin for a
+    while: `import numpy` cost ~120 ms wall and ~135-200 ms CPU here, against ~80 ms of
+    both with one thread (docs/benchmarks.md, "Select and order"). The data commands
+    multiply no matrices. OpenBLAS reads the variable once, at load, so it is removed
+    again and child processes do not inherit it.
+    """
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        os.environ.pop("OPENBLAS_NUM_THREADS", None)
 
 
 def skip_pyarrow_pandas_probe() -> None:

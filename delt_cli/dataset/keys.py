@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from delt_cli.infra.errors import DeltError
 
@@ -93,6 +92,8 @@ def hash64(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def group_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list]:
     """Integer codes (distinct values in sorted order -> 0, 1, ...) per row, and the distinct values."""
+    import pyarrow.compute as pc
+
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     distinct = pc.unique(column)

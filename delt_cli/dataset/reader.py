@@ -24,7 +24,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from delt_cli.dataset import remote, sources
@@ -313,10 +312,12 @@ class Dataset:
         valid = np.ones(len(col), dtype=bool)
         if col.null_count:
             valid &= ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        if col.null_count:  # (fill_null loads pyarrow.compute, which a data command may not need)
+            col = col.fill_null(0 if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype) else np.nan)
         if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
-            values = col.fill_null(0).to_numpy().astype(np.int64, copy=False)
+            values = col.to_numpy().astype(np.int64, copy=False)
         else:
-            values = col.fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
+            values = col.to_numpy().astype(np.float64, copy=False)
             valid &= ~np.isnan(values)
         bad = int(len(values) - valid.sum())
         if bad and not drop_null:
@@ -371,21 +372,29 @@ class Dataset:
                 raise DeltError(f"{shard.path}: id column '{self.id_column}' has {ids.null_count} null value(s)")
             return hash64(ids)
 
-        hashes = parallel_map(shard_hashes, len(self.shards), "checking ids")
-        if not hashes:
+        offsets = self.offsets
+        if not self.shards:
             return
-        all_hashes = np.concatenate(hashes)
-        sorted_hashes = np.sort(all_hashes)
-        repeated = sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]]  # sorted, so equal hashes are neighbours
+        # One array of hashes, filled shard by shard and sorted in place: 8 bytes per row at the
+        # peak (a list of per-shard arrays, their concatenation and a sorted copy held 24).
+        hashes = np.empty(int(offsets[-1]), dtype=np.uint64)
+
+        def fill(i: int) -> None:
+            hashes[offsets[i] : offsets[i + 1]] = shard_hashes(i)
+
+        parallel_map(fill, len(self.shards), "checking ids")
+        hashes.sort()
+        repeated = hashes[1:][hashes[1:] == hashes[:-1]]  # sorted, so equal hashes are neighbours
+        hashes = None  # freed before the exact check (not `del`: fill() refers to it)
         if len(repeated) == 0:
             return
         dup_hashes = repeated[np.concatenate([[True], repeated[1:] != repeated[:-1]])]
         # Confirm on the real values (for strings a hash collision is possible, if unlikely):
-        # only the rows whose hash repeats are read as Python values.
+        # only the rows whose hash repeats are read as Python values (their shards' hashes
+        # computed again: the sorted array no longer says which row is where).
         where: dict = {}
-        offsets = self.offsets
-        for shard, lo, hi in zip(self.shards, offsets[:-1], offsets[1:]):
-            suspect = np.isin(all_hashes[lo:hi], dup_hashes)
+        for i, shard in enumerate(self.shards):
+            suspect = np.isin(shard_hashes(i), dup_hashes)
             for start, table in self.iter_row_groups(shard, [self.id_column], wanted=suspect):
                 part = suspect[start : start + table.num_rows]
                 for value in table.column(self.id_column).filter(pa.array(part)).to_pylist():
@@ -450,6 +459,8 @@ def derived_ids(source_name: str, start: int, count: int) -> pa.Array:
     that file (`a.jsonl.zst:0`, `000_00000.parquet:41`). They depend only on the file's name
     and the row's place in it, so every rerun and every process derives the same ones;
     a top-level file of `delt prepare` gets the same ids."""
+    import pyarrow.compute as pc
+
     rows = pa.array(np.arange(start, start + count, dtype=np.int64)).cast(pa.string())
     return pc.binary_join_element_wise(f"{source_name}:", rows, "")
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from delt_cli.infra.atomic import HOST, atomic_path, describe_os_error, parse_temporary, remove, replace_dir, temporary_path
@@ -81,6 +80,8 @@ def column_encodings(table: pa.Table, sample: int = 2048) -> dict:
     value, so strings longer than LONG_STRING_BYTES on average get none either.
     Decided from the first rows only, so the choice is deterministic.
     """
+    import pyarrow.compute  # noqa: F401  (pa.compute; loaded when first needed: `select --lazy` writes no shard)
+
     dictionary, statistics = [], []
     for name, column in zip(table.column_names, table.columns):
         head = column.slice(0, sample)

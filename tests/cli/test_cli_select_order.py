@@ -289,6 +289,26 @@ def test_console_script_loads_only_the_command_it_runs(dataset, tmp_path):
         assert f" {name} " in helped.stdout, name
 
 
+def test_data_command_start_up_loads_less(dataset, tmp_path):
+    """`delt select --lazy` loads numpy with one OpenBLAS thread (and leaves OPENBLAS_NUM_THREADS
+    unset for child processes) and does not load pyarrow.compute; the lazy selection still works."""
+    code = (
+        "import json, os, sys; from delt_cli.cli.main import main; "
+        f"rc = main(['--quiet', 'select', {str(dataset)!r}, '-o', {str(tmp_path / 'sel')!r}, '--by', 'score', '--top-r', '0.5', '--lazy']); "
+        "from threadpoolctl import threadpool_info; "
+        "print(json.dumps([rc, [p['num_threads'] for p in threadpool_info() if p.get('internal_api') == 'openblas'], "
+        "'OPENBLAS_NUM_THREADS' in os.environ, 'pyarrow.compute' in sys.modules]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rc, blas, leaked, compute = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (rc, leaked, compute) == (0, False, False), proc.stdout
+    assert set(blas) <= {1}, proc.stdout  # (a numpy without OpenBLAS lists none)
+    assert read_manifest(tmp_path / "sel")["selection"]["rows_kept"] == 100
+
+
 def test_timings_line_only_when_asked(dataset, tmp_path):
     """DELT_TIMINGS=1: one `delt-timings` JSON line on stderr with CPU seconds per phase (the
     benchmark's breakdown); stdout still carries only the output path."""

@@ -114,6 +114,23 @@ def test_duplicate_and_null_ids(tmp_path):
         open_dataset(d).check_ids()
 
 
+def test_id_hash_collisions_are_confirmed_on_the_values(tmp_path, monkeypatch):
+    """Equal hashes only make rows suspect: with every hash colliding (a stand-in hash), distinct
+    ids pass and a real duplicate is still named with both of its shards."""
+    from delt_cli.dataset import reader
+
+    monkeypatch.setattr(reader, "hash64", lambda ids: np.full(len(ids), 7, dtype=np.uint64))
+    d = write_dataset(tmp_path / "d", 10, shards=3)
+    open_dataset(d).check_ids()
+    last = sorted(d.glob("*.parquet"))[-1]
+    t = pq.read_table(last)
+    ids = t.column("id").to_pylist()
+    ids[-1] = "doc-000000"
+    pq.write_table(t.set_column(0, "id", pa.array(ids)), last)
+    with pytest.raises(DeltError, match=rf"1 duplicated value\(s\), e.g. 'doc-000000' \(in shard-000.parquet, {last.name}\)"):
+        open_dataset(d).check_ids()
+
+
 def test_shard_names_sort_numerically():
     names = [shard_name(i, 120000) for i in (0, 9, 10, 99999, 100000, 119999)]
     assert names == sorted(names)

@@ -346,3 +346,33 @@ def test_dictionary_columns_with_different_dictionaries(tmp_path, monkeypatch, l
     assert out.num_rows == 4800 and np.all(np.diff(out.column("score").to_numpy()) >= 0)
     dom = dict(zip(src.column("id").to_pylist(), src.column("dom").to_pylist()))
     assert [dom[i] for i in out.column("id").to_pylist()] == out.column("dom").to_pylist()
+
+
+@pytest.mark.parametrize("many", [256, 0])
+def test_nested_dictionary_columns_through_order(tmp_path, monkeypatch, many):
+    """A dictionary nested in a struct (bucket batches then go through the IPC file reader, not
+    the recorded byte offsets): rows keep their values, in the computed order, whether output
+    shards take slices of many small batches or merge them once (MANY_BATCHES)."""
+    from delt_cli.dataset import permute
+    from delt_cli.ordering import order_dataset
+    from delt_cli.selection import parse_rule, select_dataset
+
+    monkeypatch.setattr(permute, "HOLD_BYTES", 1)
+    monkeypatch.setattr(permute, "MANY_BATCHES", many)
+    d = tmp_path / "in"
+    d.mkdir()
+    for f in range(2):
+        kind = pa.array([["a", "b", "c"][i % 3] for i in range(3000)]).dictionary_encode()
+        t = pa.table({"id": [f"r{f}-{i}" for i in range(3000)], "text": [f"t{i}" for i in range(3000)],
+                      "score": np.random.default_rng(f).random(3000), "meta": pa.StructArray.from_arrays([kind], ["kind"])})
+        pq.write_table(t, d / f"{f}.parquet", row_group_size=1000)
+    select_dataset(d, tmp_path / "sel", by="score", rule=parse_rule(top_r=0.8), lazy=True)
+    order_dataset(tmp_path / "sel", tmp_path / "ord", method="folding", by="score", shard_rows=700)
+    src, out = read_rows(d), read_rows(tmp_path / "ord")
+    assert out.schema.field("meta").type == src.schema.field("meta").type
+    score = src.column("score").to_numpy()
+    keep = np.sort(np.argsort(-score, kind="stable")[:4800])
+    s = np.argsort(score[keep], kind="stable")
+    expected = keep[np.concatenate([s[l::3] for l in range(3)])]
+    assert out.column("id").to_pylist() == src.column("id").take(pa.array(expected)).to_pylist()
+    assert out.column("meta").to_pylist() == src.column("meta").take(pa.array(expected)).to_pylist()
