@@ -41,7 +41,7 @@ name the source columns that become them, so later commands need neither flag.
 )
 @step
 def prepare_cmd(
-    sources: Annotated[List[str], typer.Argument(metavar="SRC...", help="Source files or directories (searched recursively; a save_to_disk directory gives its Arrow files in state.json's order).", show_default=False)],
+    sources: Annotated[List[str], typer.Argument(metavar="SRC...", help="Source files or directories (searched recursively; a save_to_disk directory gives its Arrow files in state.json's order), or s3:// objects and prefixes.", show_default=False)],
     output: OutputOpt,
     shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per output shard.", min=1)] = 100_000,
     paragraphs: Annotated[bool, typer.Option("--paragraphs", help="Text files: one document per blank-line-separated paragraph (default: one per file).")] = False,

@@ -328,10 +328,11 @@ def _normalize(records: Records, src: Source, *, id_column: str, text_column: st
 
 def _sources_as_dataset(specs: Sequence[str | Path], srcs: list[Source]):
     """Describe the raw sources like a dataset (content fingerprints, rows unknown = -1) for provenance."""
+    from delt_cli.dataset import remote
     from delt_cli.dataset.provenance import sha256_file
     from delt_cli.dataset.reader import Dataset, Shard
 
-    shards = [Shard(path=src.path, num_rows=-1, num_bytes=src.path.stat().st_size, fingerprint=sha256_file(src.path)[:32]) for src in srcs]
+    shards = [Shard(path=src.path, num_rows=-1, num_bytes=remote.file_size(src.path), fingerprint=sha256_file(src.path)[:32]) for src in srcs]
     roots = [Path(s) for s in specs if Path(s).is_dir()]
     return Dataset(spec=" ".join(map(str, specs)), shards=shards, schema=pa.schema([]), roots=roots)
 

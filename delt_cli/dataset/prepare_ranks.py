@@ -31,7 +31,7 @@ from delt_cli.dataset.prepare import ID, TEXT, _Accumulator, _convert, reference
 from delt_cli.dataset.prepare_sources import Source
 from delt_cli.dataset.provenance import MANIFEST_NAME, RunInfo, sha256_file, write_json_atomic
 from delt_cli.dataset.reader import Dataset, Shard
-from delt_cli.dataset.remote import is_remote, uri
+from delt_cli.dataset.remote import RemotePath, is_remote, uri
 from delt_cli.dataset.writer import (
     RANK_RECORD_PREFIX,
     _provenance,
@@ -51,9 +51,14 @@ def sources_listing(specs, srcs: list[Source]) -> Dataset:
     """The sources as a dataset fingerprinted by path, size and mtime (no file is read)."""
     shards = []
     for src in srcs:
-        st = src.path.stat()
-        digest = hashlib.sha256(f"{src.path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:32]
-        shards.append(Shard(path=src.path, num_rows=-1, num_bytes=st.st_size, fingerprint=digest))
+        if isinstance(src.path, RemotePath):
+            info = src.path.info()
+            size, mtime = int(info.size), info.mtime_ns
+        else:
+            st = src.path.stat()
+            size, mtime = st.st_size, st.st_mtime_ns
+        digest = hashlib.sha256(f"{src.path}\0{size}\0{mtime}".encode()).hexdigest()[:32]
+        shards.append(Shard(path=src.path, num_rows=-1, num_bytes=size, fingerprint=digest))
     roots = [Path(s) for s in specs if Path(s).is_dir()]
     return Dataset(spec=" ".join(map(str, specs)), shards=shards, schema=pa.schema([]), roots=roots)
 

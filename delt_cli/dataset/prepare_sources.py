@@ -40,9 +40,10 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from delt_cli.dataset import jsonl, sources
+from delt_cli.dataset import jsonl, remote, sources
 from delt_cli.dataset.provenance import MANIFEST_NAME
 from delt_cli.infra.errors import DeltError
 
@@ -122,9 +123,39 @@ def _directory_files(root: Path) -> list[Path]:
     return files
 
 
+def _remote_sources(spec: str) -> list[Source]:
+    """An `s3://` object or prefix: its source objects sorted by key (labels relative to the prefix,
+    as for a local directory). A save_to_disk directory in a bucket is refused (copy it locally)."""
+    where = remote.RemotePath(spec)
+    info = where.info()
+    if info.type == pafs.FileType.File:
+        stem, fmt, compression = _split_suffix(where.name)
+        if fmt is None:
+            raise DeltError(f"{spec}: unsupported source type (expected {ACCEPTED})")
+        return [Source(where, where.name, fmt, stem, str(spec), compression)]
+    if info.type != pafs.FileType.Directory:
+        raise DeltError(f"{remote.uri(spec)}: no such object or prefix in the bucket")
+    objects = [remote.RemotePath(remote.SCHEME + i.path) for i in remote.list_prefix(where, recursive=True) if i.type == pafs.FileType.File]
+    marker = next((o for o in objects if o.name in ("state.json", "dataset_dict.json")), None)
+    if marker is not None:
+        raise DeltError(f"{marker}: a save_to_disk directory in the bucket; prepare reads those from a local copy")
+    found = []
+    for obj in objects:
+        stem, fmt, compression = _split_suffix(obj.name)
+        if fmt is None or obj.name.startswith(".") or (obj.name == MANIFEST_NAME):
+            continue
+        found.append(Source(obj, obj.relative_to(where), fmt, where.name, str(spec), compression))
+    if not found:
+        raise DeltError(f"{remote.uri(spec)}: no supported source files under this prefix ({ACCEPTED})")
+    return found
+
+
 def discover_sources(specs: Sequence[str | Path]) -> list[Source]:
     found: list[Source] = []
     for spec in specs:
+        if remote.is_remote(spec):
+            found.extend(_remote_sources(str(spec)))
+            continue
         path = Path(spec)
         if path.is_dir():
             files = _directory_files(path)
@@ -354,7 +385,7 @@ def _csv(src: Source, policy: Utf8Policy, *, counts: dict) -> Iterator[Records]:
 
 def _parquet(src: Source, batch_rows: int) -> Iterator[Records]:
     try:
-        pf = pq.ParquetFile(src.path)
+        pf = pq.ParquetFile(remote.open_binary(src.path) if isinstance(src.path, remote.RemotePath) else src.path)
         record = 0
         for batch in pf.iter_batches(batch_size=batch_rows):
             n = batch.num_rows

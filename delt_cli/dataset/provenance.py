@@ -88,8 +88,10 @@ def sha256_file(path: Path) -> str:
     """sha256 of a whole file, read in 4 MiB blocks (asset wheels, fit artifacts, KenLM models)."""
     import hashlib
 
+    from delt_cli.dataset import remote
+
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with remote.open_binary(path) as fh:  # a local file, or an s3:// object (RemotePath) read by ranges
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()

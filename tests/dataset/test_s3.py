@@ -217,3 +217,41 @@ def test_bad_locations_are_one_line(cli, tmp_path, s3, args, message):
     lines = res.stderr.strip().splitlines()
     assert res.exit_code in (1, 2) and len(lines) == 1 and message.format(b=bucket) in lines[0], res.stderr
     assert keys(fs, bucket) == before
+
+
+def test_prepare_reads_sources_in_the_bucket(cli, tmp_path, s3):
+    """`delt prepare s3://bucket/raw` (a prefix of JSONL.gz, CSV, text and Parquet objects) and one
+    object give what the same files on local disk give: rows, ids (labels relative to the prefix),
+    columns; a prefix with nothing there and a save_to_disk folder are one line each."""
+    fs, bucket = s3
+    local = tmp_path / "raw"
+    (local / "sub").mkdir(parents=True)
+    corpus(local / "a.jsonl.gz", 40)
+    (local / "sub" / "b.csv").write_text("text,domain\n" + "".join(f"{' '.join(WORDS[i:i + 6])},c\n" for i in range(12)))
+    (local / "sub" / "c.txt").write_text("\n\n".join(" ".join(WORDS[i:i + 5]) for i in range(8)))
+    pq.write_table(pa.table({"text": [" ".join(WORDS[i:i + 4]) for i in range(9)], "domain": ["d"] * 9}), local / "d.parquet")
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            put(fs, p, f"{bucket}/raw/{p.relative_to(local)}")
+    args = ["--shard-rows", "20", "--paragraphs"]
+    assert cli("prepare", local, "-o", tmp_path / "from-disk", *args).exit_code == 0
+    res = cli("prepare", f"s3://{bucket}/raw", "-o", tmp_path / "from-bucket", *args)
+    assert res.exit_code == 0, res.output
+    a, b = open_dataset(tmp_path / "from-disk"), open_dataset(tmp_path / "from-bucket")
+    for column in ("id", "text", "domain"):
+        assert b.read_column(column).to_pylist() == a.read_column(column).to_pylist()
+    assert "sub/b.csv:0" in b.read_column("id").to_pylist()
+    sources = [s["path"] for s in json.loads((tmp_path / "from-bucket" / "manifest.json").read_text())["inputs"]["shards"]]
+    assert sources[0] == f"s3://{bucket}/raw/a.jsonl.gz"
+    for r in range(2):  # independent ranks read the bucket too
+        assert cli("prepare", f"s3://{bucket}/raw", "-o", tmp_path / "ranks", *args, "--rank", r, "--world-size", 2).exit_code == 0
+    assert cli("finish", tmp_path / "ranks").exit_code == 0
+    assert open_dataset(tmp_path / "ranks").read_column("id").to_pylist() == a.read_column("id").to_pylist()
+    one = cli("prepare", f"s3://{bucket}/raw/d.parquet", "-o", tmp_path / "one")
+    assert one.exit_code == 0 and open_dataset(tmp_path / "one").read_column("id").to_pylist() == [f"d.parquet:{i}" for i in range(9)]
+    missing = cli("prepare", f"s3://{bucket}/nothing", "-o", tmp_path / "none")
+    assert missing.exit_code == 1 and "no such object or prefix" in missing.output and not (tmp_path / "none").exists()
+    fs.open_output_stream(f"{bucket}/hf/state.json").close()
+    fs.open_output_stream(f"{bucket}/hf/data-00000-of-00001.arrow").close()
+    hf = cli("prepare", f"s3://{bucket}/hf", "-o", tmp_path / "hf")
+    assert hf.exit_code == 1 and "save_to_disk" in hf.output and "Traceback" not in hf.output
