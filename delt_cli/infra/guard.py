@@ -41,7 +41,7 @@ from delt_cli.infra.errors import DeltError, UsageError
 
 LOCK_SUFFIX = "delt-lock"
 HOLDER = "holder.json"
-META_TIMEOUT_S = 60.0
+META_TIMEOUT_S = 20.0  # the meta lock is held for milliseconds; longer means a stopped or hung process
 
 
 def lock_dir(target: Path) -> Path:
@@ -114,7 +114,12 @@ class OutputLock:
             except FileNotFoundError:
                 continue
             except Timeout:
-                raise DeltError(f"{self.flag} {self.target}: its lock {self.dir} stayed busy for {META_TIMEOUT_S:.0f} s") from None
+                holder = _read_holder(self.dir)
+                held = f" (the output is held by {_describe_holder(holder)})" if holder else ""
+                raise DeltError(
+                    f"{self.flag} {self.target}: its lock {self.dir / 'meta.lock'} stayed busy for {META_TIMEOUT_S:.0f} s: "
+                    f"a delt process is stopped or hung while taking or leaving it{held}; resume it (kill -CONT) or stop it"
+                ) from None
             except OSError as exc:
                 raise DeltError(f"{self.flag} {self.target}: cannot create its lock {self.dir} ({exc.strerror or exc})") from exc
         else:

@@ -54,6 +54,35 @@ def test_a_second_run_is_refused_naming_the_holder(tmp_path):
     assert not target.exists()
 
 
+def test_a_stopped_process_inside_the_lock_is_named_not_waited_for_forever(tmp_path, monkeypatch):
+    """A process SIGSTOPped while it takes or leaves the lock (it holds meta.lock for milliseconds
+    otherwise): the next run gives up after META_TIMEOUT_S with one line naming the output's holder."""
+    import signal
+
+    from delt_cli.infra import guard
+
+    target = tmp_path / "out"
+    holder = _hold(target, "run-a")
+    grab = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom filelock import FileLock\nlock = FileLock(sys.argv[1])\nlock.acquire()\nprint('in', flush=True)\ntime.sleep(60)",
+         str(lock_dir(target) / "meta.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert grab.stdout.readline().strip() == "in"
+        grab.send_signal(signal.SIGSTOP)
+        monkeypatch.setattr(guard, "META_TIMEOUT_S", 1.0)
+        started = time.monotonic()
+        with pytest.raises(DeltError, match=rf"stayed busy for 1 s: a delt process is stopped .* held by pid {holder.pid} on {HOST}"):
+            with OutputGuard(target, run_key="run-b"):
+                pass
+        assert time.monotonic() - started < 10
+    finally:
+        for proc in (grab, holder):
+            proc.kill()
+            proc.wait()
+
+
 def test_ranks_of_one_run_share_the_lock_and_other_runs_stay_out(tmp_path):
     target = tmp_path / "out"
     rank0 = _hold(target, "run-a", rank=0, world=3)
