@@ -310,9 +310,8 @@ class Dataset:
         if pa.types.is_boolean(dtype):
             col = col.cast(pa.int8())
         valid = np.ones(len(col), dtype=bool)
-        if col.null_count:
+        if col.null_count:  # (only then: fill_null loads pyarrow.compute, which `select --lazy` does not need)
             valid &= ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        if col.null_count:  # (fill_null loads pyarrow.compute, which a data command may not need)
             col = col.fill_null(0 if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype) else np.nan)
         if pa.types.is_integer(dtype) or pa.types.is_boolean(dtype):
             values = col.to_numpy().astype(np.int64, copy=False)
