@@ -659,8 +659,9 @@ def main() -> None:
     heading = ("## Select and order (`scripts/bench_select_order.py`)\n\n" if args.docs_block == "select-order"
                else f"### Select and order at {', '.join(f'{n:,}' for n in sizes)} rows\n\n")
     text = (
-        heading + f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) against the published approach, "
-        "one DuckDB query and one polars lazy query, on the same documents (~"
+        heading + f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) "
+        + ("alone" if args.no_baselines else "against the published approach, one DuckDB query and one polars lazy query")
+        + ", on the same documents (~"
         f"{args.text_bytes} bytes of text each, files of {SHARD_ROWS:,} rows); every contestant a fresh process, start-up included; "
         f"{args.repeats} rounds, each running every contestant once (order rotated per round); times are medians with the range of the rounds, CPU the median of user + system seconds over all threads and processes, "
         "speed-ups the median of the rounds' ratios, peak RSS the largest of the rounds. "
