@@ -260,19 +260,36 @@ def loadavg() -> float:
         return float("nan")
 
 
+FLOORS = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from delt_cli.cli.main import prepare_arrow_process
+prepare_arrow_process()  # as a data command starts: jemalloc, no pandas, one BLAS thread
+import bench_select_order as bench
+print(json.dumps(bench.floors_here(Path(sys.argv[1]), Path(sys.argv[2]))))
+"""
+
+
 def floors(data: Path, work: Path) -> dict:
-    """CPU seconds (one thread, this process) of the work that any select + order of these files
-    must do, as delt does it: decode every column of every row of the input (the kept half lies on
-    every page, so no page can be skipped), then write the kept rows as Parquet with delt's
-    settings (zstd level 1, the output's shard size); and zstd level 1 alone on the kept text in
-    1 MiB pages (the codec's share of the writing)."""
-    from delt_cli.dataset.permute import parquet_pieces
+    """CPU seconds (one thread, in a fresh process set up as delt's data commands are) of the
+    work that any select + order of these files must do, as delt does it: decode every column of
+    every row of the input (the kept half lies on every page, so no page can be skipped), then
+    write the kept rows as Parquet with delt's settings (zstd level 1, the output's shard size);
+    and zstd level 1 alone on the kept text in 1 MiB pages (the codec's share of the writing).
+    (Measured in the benchmark's own process, which holds the JSONL writer's polars and ~1 GB,
+    decoding took up to 1.6x what order's decode phase spends.)"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", FLOORS, str(data), str(work), str(REPO / "scripts")], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def floors_here(data: Path, work: Path) -> dict:
+    """floors(), in this process."""
+    from delt_cli.dataset.permute import parquet_pieces, release_memory_sooner
     from delt_cli.dataset.writer import ShardWriter
 
-    try:  # the allocator delt's data commands use (cli/main.py)
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except (pa.ArrowException, NotImplementedError):
-        pass
+    release_memory_sooner()
     files = sorted(data.glob("*.parquet"))
     for _ in parquet_pieces(files[0]):  # warm-up: first-use costs are not the floor
         pass
@@ -570,6 +587,7 @@ def main() -> None:
     ap.add_argument("--report-from", type=Path, default=None, help="rebuild the tables from the result lines (JSON, on stderr) of an earlier run with the same arguments; runs nothing")
     ap.add_argument("--wait-load", type=float, default=None, help="before starting, wait until the 1-minute load average is below this (at most --wait-max seconds)")
     ap.add_argument("--wait-max", type=float, default=3600)
+    ap.add_argument("--floors-only", action="store_true", help="generate the inputs and print their floors (see `floors`), nothing else")
     ap.add_argument("--encode-settings", action="store_true", help="measure Parquet writer settings for the kept rows instead (docs block select-order-encode with --write-docs)")
     args = ap.parse_args()
     sizes = args.rows or [1_000_000]
@@ -584,6 +602,23 @@ def main() -> None:
         while loadavg() >= args.wait_load and time.time() < deadline:
             time.sleep(15)
         print(f"starting at load {loadavg():.1f}", file=sys.stderr)
+    if args.floors_only:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            for n in sizes:
+                for kind in args.input:
+                    data = work / f"{kind}-{n}"
+                    generate(kind, data, n, None, args.text_bytes)
+                    runs = [floors(data, work) for _ in range(args.repeats)]
+                    best = {k: min(r[k] for r in runs) for k in runs[0]}
+                    print(f"* {n:,} rows, {kind} input (smallest of {args.repeats}, load {loadavg():.1f}): decoding every column of the input "
+                          f"{best['decode_s']:.2f} CPU-s; writing the kept rows ({best['kept_text_mb']:.0f} MB of text) as delt writes them "
+                          f"{best['encode_s']:.2f} CPU-s, of which zstd level 1 alone {best['zstd_s']:.2f}")
+                    shutil.rmtree(data)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     if args.encode_settings:
         work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-select-order-"))
         work.mkdir(parents=True, exist_ok=True)
@@ -624,8 +659,9 @@ def main() -> None:
     heading = ("## Select and order (`scripts/bench_select_order.py`)\n\n" if args.docs_block == "select-order"
                else f"### Select and order at {', '.join(f'{n:,}' for n in sizes)} rows\n\n")
     text = (
-        heading + f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) against the published approach, "
-        "one DuckDB query and one polars lazy query, on the same documents (~"
+        heading + f"`delt select --top-r {TOP_R}` then `delt order --method folding` ({FOLDS} folds) "
+        + ("alone" if args.no_baselines else "against the published approach, one DuckDB query and one polars lazy query")
+        + ", on the same documents (~"
         f"{args.text_bytes} bytes of text each, files of {SHARD_ROWS:,} rows); every contestant a fresh process, start-up included; "
         f"{args.repeats} rounds, each running every contestant once (order rotated per round); times are medians with the range of the rounds, CPU the median of user + system seconds over all threads and processes, "
         "speed-ups the median of the rounds' ratios, peak RSS the largest of the rounds. "
