@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from delt_cli.infra.console import info
-from delt_cli.infra.errors import DeltError, UsageError
+from delt_cli.infra.errors import UsageError
 from delt_cli.selection import descending_key, stable_argsort
 
 METHODS = ("shuffle", "sort", "folding")
