@@ -148,9 +148,8 @@ def prepare_rank(specs, srcs: list[Source], output: Path, *, rank: int, world: i
             "host": HOST,
             "inputs": listing.describe(),
             "outputs": sink.names,
-            "sources": len(own),
             "extra": {},
-            "summary": {k: v for k, v in stats.items() if k != "sources"},
+            "summary": stats,  # rows read, written, dropped; "sources": this rank's
             "unique_ids": ID,
         }
         write_json_atomic(record_path, record)
@@ -179,7 +178,7 @@ def finish_listed(output: Path, data: list[tuple[Path, dict]], *, argv: Optional
     import pyarrow.parquet as pq
 
     from delt_cli.dataset.prepare import _check_unique_ids
-    from delt_cli.dataset.writer import _checks, _names, describe_outputs
+    from delt_cli.dataset.writer import _names, publish_ranks
     from delt_cli.infra.errors import DeltError
 
     first = data[0][1]
@@ -210,22 +209,6 @@ def finish_listed(output: Path, data: list[tuple[Path, dict]], *, argv: Optional
         elif not schema.equals(columns[1]):
             raise DeltError(f"{output}: {name} has other columns than {columns[0]} ({schema} vs {columns[1]}); rerun the ranks of one run with --overwrite")
     _check_unique_ids(output, ID, hint=first["args"].get("id_prefix") in (None, "none"))
-    summary: dict = {}
-    for _, d in data:
-        for k, v in (d.get("summary") or {}).items():
-            summary[k] = summary.get(k, 0) + v
-    summary["sources"] = sum(int(d.get("sources", 0)) for _, d in data)
-    ordered = sorted(data, key=lambda x: x[1]["rank"])
-    extra = {
-        "prepare": summary,
-        "processes": world,
-        "ranks": [{"rank": d["rank"], "host": d.get("host"), "elapsed_s": d.get("elapsed_s"), "argv": d.get("argv")} for _, d in ordered],
-    }
-    run = RunInfo(command=first["command"], args=first["args"], argv=list(argv or first.get("argv") or []),
-                  started=min(float(d.get("started", time.time())) for _, d in data))
-    manifest = run.manifest(inputs=first["inputs"], outputs=describe_outputs([output / n for n in names]), extra={**extra, **_checks(first.get("unique_ids"))})
-    write_json_atomic(output / MANIFEST_NAME, manifest)
-    for p, _ in data:
-        p.unlink(missing_ok=True)
-    info(f"{output}: {summary.get('rows_written', 0):,} rows in {len(names)} shard(s) from {world} rank(s); manifest written")
+    manifest = publish_ranks(output, data, names, inputs=first["inputs"], args=first["args"], argv=argv, summary_key="prepare")
+    info(f"{output}: {manifest['prepare']['rows_written']:,} rows in {len(names)} shard(s) from {world} rank(s); manifest written")
     return manifest

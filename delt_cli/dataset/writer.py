@@ -680,26 +680,34 @@ def finish_ranks(output: Path, *, argv: list[str] | None = None) -> dict:
         absent = sorted(set(range(world)) - ranks)
         if absent:
             warn(f"{output}: rank(s) {_names([str(r) for r in absent])} of {world} left no record (killed after writing their shards?); their counts are missing from the summary")
-        summaries = [d.get("summary") or {} for _, d in sorted(data, key=lambda x: x[1]["rank"])]
-        extra = dict(first.get("extra") or {})
-        summary = {}
-        for part in summaries:
-            for k, v in part.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(summary.get(k, 0), (int, float)):
-                    summary[k] = summary.get(k, 0) + v
-                else:
-                    summary.setdefault(k, v)
-        if summary:
-            extra["summary"] = summary
-        extra["processes"] = world
-        extra["ranks"] = [{"rank": d["rank"], "host": d.get("host"), "elapsed_s": d.get("elapsed_s"), "argv": d.get("argv")} for _, d in sorted(data, key=lambda x: x[1]["rank"])]
-        unique_ids = first.get("unique_ids") if all(d.get("unique_ids") == first.get("unique_ids") for _, d in data) else None
-        run = RunInfo(command=first["command"], args=content_args, argv=list(argv or first.get("argv") or []), started=min(float(d.get("started", time.time())) for _, d in data))
-        paths = [output / n for n in names]
-        manifest = run.manifest(inputs=inputs, outputs=describe_outputs(paths), extra={**extra, **_checks(unique_ids)})
-        write_json_atomic(output / MANIFEST_NAME, manifest)
-        for p in records:
-            p.unlink(missing_ok=True)
+        return publish_ranks(output, data, names, inputs=inputs, args=content_args, argv=argv)
+
+
+def publish_ranks(output: Path, data: list[tuple[Path, dict]], names: Sequence[str], *, inputs: dict, args: dict,
+                  argv: list[str] | None, summary_key: str = "summary") -> dict:
+    """The manifest of checked rank records `data` (path, record) and shards `names`: the ranks'
+    numeric counters summed under `summary_key`, `processes`, each rank's host and time; then the
+    records are removed. Called by `delt finish` under the output's guard."""
+    ordered = [d for _, d in sorted(data, key=lambda x: x[1]["rank"])]
+    first = data[0][1]
+    extra = dict(first.get("extra") or {})
+    summary: dict = {}
+    for part in (d.get("summary") or {} for d in ordered):
+        for k, v in part.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(summary.get(k, 0), (int, float)):
+                summary[k] = summary.get(k, 0) + v
+            else:
+                summary.setdefault(k, v)
+    if summary:
+        extra[summary_key] = summary
+    extra["processes"] = int(first["world"])
+    extra["ranks"] = [{"rank": d["rank"], "host": d.get("host"), "elapsed_s": d.get("elapsed_s"), "argv": d.get("argv")} for d in ordered]
+    unique_ids = first.get("unique_ids") if all(d.get("unique_ids") == first.get("unique_ids") for d in ordered) else None
+    run = RunInfo(command=first["command"], args=args, argv=list(argv or first.get("argv") or []), started=min(float(d.get("started", time.time())) for d in ordered))
+    manifest = run.manifest(inputs=inputs, outputs=describe_outputs([output / n for n in names]), extra={**extra, **_checks(unique_ids)})
+    write_json_atomic(output / MANIFEST_NAME, manifest)
+    for p, _ in data:
+        p.unlink(missing_ok=True)
     return manifest
 
 
