@@ -29,7 +29,12 @@ import pyarrow as pa
 
 from delt_cli.dataset.prepare import ID, TEXT, _Accumulator, _convert, reference_schema
 from delt_cli.dataset.prepare_sources import Source
-from delt_cli.dataset.provenance import MANIFEST_NAME, RunInfo, sha256_file, write_json_atomic
+from delt_cli.dataset.provenance import (
+    MANIFEST_NAME,
+    RunInfo,
+    sha256_file,
+    write_json_atomic,
+)
 from delt_cli.dataset.reader import Dataset, Shard
 from delt_cli.dataset.remote import RemotePath, is_remote, uri
 from delt_cli.dataset.writer import (
@@ -37,11 +42,12 @@ from delt_cli.dataset.writer import (
     _provenance,
     _read_json,
     check_output_location,
+    entries_of_other_runs,
     foreign_dataset_entries,
     run_key,
     write_shard,
 )
-from delt_cli.infra.atomic import HOST, parse_temporary, remove
+from delt_cli.infra.atomic import HOST, remove
 from delt_cli.infra.console import info
 from delt_cli.infra.errors import UsageError
 from delt_cli.infra.guard import OutputGuard, probe_writable
@@ -115,7 +121,7 @@ def prepare_rank(specs, srcs: list[Source], output: Path, *, rank: int, world: i
             if _read_json(record_path).get("run_key") == key:
                 info(f"{output}: rank {rank} of {world} already finished (its record is there)")
                 return None
-            others = _not_this_run(output, run, listing, key)
+            others = entries_of_other_runs(output, run, listing.fingerprint, key)
             if others and not resume:
                 raise UsageError(
                     f"--output {output}: holds files of another run (e.g. {others[0]}); pass --resume to continue it or --overwrite to replace it"
@@ -155,20 +161,6 @@ def prepare_rank(specs, srcs: list[Source], output: Path, *, rank: int, world: i
         write_json_atomic(record_path, record)
     info(f"rank {rank} of {world}: wrote {stats['rows_written']:,} rows from {len(own)} source(s) in {len(sink.names)} shard(s); `delt finish {output}` when every rank is done")
     return record
-
-
-def _not_this_run(output: Path, run: RunInfo, listing: Dataset, key: str) -> list[str]:
-    out = []
-    for p in sorted(output.iterdir()):
-        if p.name.startswith(".delt-write-probe") or parse_temporary(p) is not None:
-            continue
-        if p.name.startswith(RANK_RECORD_PREFIX) and _read_json(p).get("run_key") == key:
-            continue
-        prov = _provenance(p) if p.suffix == ".parquet" and p.is_file() else None
-        if prov and prov.get("command") == run.command and prov.get("args") == run.content_args() and prov.get("input", {}).get("dataset") == listing.fingerprint:
-            continue
-        out.append(p.name)
-    return out
 
 
 def finish_listed(output: Path, data: list[tuple[Path, dict]], *, argv: Optional[list[str]] = None) -> dict:

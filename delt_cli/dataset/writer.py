@@ -477,26 +477,8 @@ class ShardwiseOutput:
             )
 
     # -- independent ranks -----------------------------------------------------------------------
-    def _same_run(self, provenance: dict | None) -> bool:
-        return (
-            provenance is not None
-            and provenance.get("command") == self.run.command
-            and provenance.get("args") == self.run.content_args()
-            and provenance.get("input", {}).get("dataset") == self.dataset.fingerprint
-        )
-
     def _not_this_run(self) -> list[str]:
-        """Entries of the output that another run left (an independent rank accepts only its run's)."""
-        out = []
-        for p in sorted(self.output.iterdir()):
-            if p.name == MANIFEST_NAME or p.name.startswith(".delt-write-probe") or parse_temporary(p) is not None:
-                continue
-            if p.name.startswith(RANK_RECORD_PREFIX) and _read_json(p).get("run_key") == self._run_key:
-                continue
-            if p.suffix == ".parquet" and p.is_file() and self._same_run(_provenance(p)):
-                continue
-            out.append(p.name)
-        return out
+        return entries_of_other_runs(self.output, self.run, self.dataset.fingerprint, self._run_key)
 
     def record_path(self, rank: int | None = None) -> Path:
         return self.output / f"{RANK_RECORD_PREFIX}{self.rank if rank is None else rank:05d}-of-{self.world:05d}.json"
@@ -594,6 +576,22 @@ class ShardwiseOutput:
 
 # Arguments that only say which part of a run a process does (kept out of rank records' args).
 RANK_ARGS = {"rank", "world_size"}
+
+
+def entries_of_other_runs(output: Path, run: RunInfo, fingerprint: str, key: str) -> list[str]:
+    """Entries of an output that another run left: an independent rank accepts only its run's
+    rank records (run key `key`) and shards (same command, content arguments and input `fingerprint`)."""
+    out = []
+    for p in sorted(output.iterdir()):
+        if p.name == MANIFEST_NAME or p.name.startswith(".delt-write-probe") or parse_temporary(p) is not None:
+            continue
+        if p.name.startswith(RANK_RECORD_PREFIX) and _read_json(p).get("run_key") == key:
+            continue
+        prov = _provenance(p) if p.suffix == ".parquet" and p.is_file() else None
+        if prov and prov.get("command") == run.command and prov.get("args") == run.content_args() and prov.get("input", {}).get("dataset") == fingerprint:
+            continue
+        out.append(p.name)
+    return out
 
 
 def _provenance(path: Path) -> dict | None:
