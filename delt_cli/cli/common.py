@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
-from rich.markup import escape
 
 from delt_cli.infra.config import check_keys, load_config
-from delt_cli.infra.console import console
+from delt_cli.infra.console import error
 from delt_cli.dataset.provenance import RunInfo
 from delt_cli.dataset.writer import compression_options
 from delt_cli.infra.errors import DeltError
@@ -162,12 +161,12 @@ def step(fn: Callable) -> Callable:
         except DeltError as exc:
             if debug:
                 raise
-            console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False)
+            error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug:
                 raise
-            console.print("[bold red]error:[/bold red] interrupted")
+            error("interrupted")
             raise typer.Exit(130) from None
         except BrokenPipeError:  # `delt ... | head`: the reader has gone; end quietly, as a Unix tool would
             _silence_stdout()
@@ -176,11 +175,7 @@ def step(fn: Callable) -> Callable:
             if debug or type(exc).__module__.startswith(("typer", "click")):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
-            console.print(
-                f"[bold red]error:[/bold red] {type(exc).__name__}: {escape(message)} (rerun with --debug for the traceback)",
-                markup=True,
-                highlight=False,
-            )
+            error(f"{type(exc).__name__}: {message} (rerun with --debug for the traceback)")
             raise typer.Exit(1) from None
         finally:
             _current_run = None

@@ -27,11 +27,19 @@ def is_stringlike(t: pa.DataType) -> bool:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijection on uint64 that spreads every input bit."""
+    """splitmix64's finaliser: a bijection on uint64 that spreads every input bit.
+
+    Computed in place on one new array with one scratch array (the expression form made eight
+    temporaries of the input's size: at 1M ids ~64 MB of fresh pages per call)."""
     z = x + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    t = np.empty_like(z)
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        np.right_shift(z, np.uint64(shift), out=t)
+        z ^= t
+        z *= np.uint64(factor)
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
+    return z
 
 
 def _hash_bytes(array: pa.Array) -> np.ndarray:
@@ -46,6 +54,8 @@ def _hash_bytes(array: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(offsets_buf, dtype=np.int64 if wide else np.int32)[array.offset : array.offset + n + 1].astype(np.int64)
     first, last = int(offsets[0]), int(offsets[-1])
     lengths = np.diff(offsets)
+    if n and last - first == n * int(lengths[0]) and (lengths == lengths[0]).all():
+        return _hash_fixed(np.frombuffer(data_buf, dtype=np.uint8)[first:last], n, int(lengths[0]))
     h = _mix(lengths.astype(np.uint64))
     if last == first:
         return h
@@ -65,6 +75,25 @@ def _hash_bytes(array: pa.Array) -> np.ndarray:
         h[rows] = _mix(h[rows] ^ word)
         k += 8
         rows = rows[left > 8]
+    return h
+
+
+def _hash_fixed(data: np.ndarray, n: int, width: int) -> np.ndarray:
+    """`_hash_bytes` of n values of `width` bytes each, stored back to back (zero-padded ids,
+    hex digests, UUIDs: the usual ids): the values are rows of a matrix, padded with zeros to
+    whole words, so each word position is one strided column and no index arrays are built
+    (1M ids of 13 bytes: ~2x faster). The same hashes as the general path."""
+    h = np.full(n, width, dtype=np.uint64)
+    h = _mix(h)
+    if width == 0:
+        return h
+    words = -(-width // 8)
+    padded = np.zeros((n, words * 8), dtype=np.uint8)
+    padded[:, :width] = data.reshape(n, width)
+    columns = padded.view("<u8")
+    for k in range(words):
+        h ^= columns[:, k]
+        h = _mix(h)
     return h
 
 

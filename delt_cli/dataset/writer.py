@@ -74,9 +74,11 @@ def column_encodings(table: pa.Table, sample: int = 2048) -> dict:
     """Per-column `use_dictionary` and `write_statistics` for pyarrow's Parquet writer.
 
     Arrow tries a dictionary for every column by default and falls back after the
-    dictionary page fills up; for text and ids that costs time on write and read and
-    saves nothing, so strings that look mostly unique in the first `sample` rows get
-    none. Min/max statistics of documents prune nothing and cost a comparison per
+    dictionary page fills up; for text, ids and scores that costs time on write and
+    read and saves nothing (a row group of 16,384 distinct floats fits the dictionary
+    page, so it is kept: a page of values and one of indices, larger than the values
+    alone), so strings and numbers that look mostly unique in the first `sample` rows
+    get none. Min/max statistics of documents prune nothing and cost a comparison per
     value, so strings longer than LONG_STRING_BYTES on average get none either.
     Decided from the first rows only, so the choice is deterministic.
     """
@@ -85,10 +87,11 @@ def column_encodings(table: pa.Table, sample: int = 2048) -> dict:
     dictionary, statistics = [], []
     for name, column in zip(table.column_names, table.columns):
         head = column.slice(0, sample)
-        if is_stringlike(column.type) and len(head):
+        t = column.type
+        if (is_stringlike(t) or pa.types.is_integer(t) or pa.types.is_floating(t)) and len(head):
             if len(pa.compute.unique(head)) <= len(head) // 2:
                 dictionary.append(name)
-            if (pa.compute.mean(pa.compute.binary_length(head)).as_py() or 0) <= LONG_STRING_BYTES:
+            if not is_stringlike(t) or (pa.compute.mean(pa.compute.binary_length(head)).as_py() or 0) <= LONG_STRING_BYTES:
                 statistics.append(name)
         else:
             dictionary.append(name)

@@ -6,6 +6,10 @@ are drawn only when stderr is a terminal, and only on the main process when
 several processes run under accelerate/torchrun. When stderr is not a terminal, tables
 are printed whole (no 80-column cut) and progress becomes a plain line a minute. ETAs
 come from `RateEstimate`, an average that one slow or quick stretch does not swing.
+
+rich is imported on first use (~40 ms of a data command's start-up): the console is made
+the first time something is printed, and a progress bar that nobody sees (`--quiet`, or a
+process other than the main one) is a stand-in that draws nothing.
 """
 
 from __future__ import annotations
@@ -14,19 +18,7 @@ import math
 import os
 import sys
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Iterator, Optional
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 # Width when stderr is a file or a pipe: rich would assume 80 columns and cut table headers and
 # names (`colu…`); a log gets whole tables instead (COLUMNS, when set, still decides).
@@ -42,7 +34,27 @@ def _width() -> Optional[int]:
         return NON_TERMINAL_WIDTH
 
 
-console = Console(stderr=True, highlight=False, soft_wrap=True, width=_width())
+class _StderrConsole:
+    """rich's Console on stderr, made the first time it is used; every attribute is the real one's."""
+
+    def __init__(self):
+        object.__setattr__(self, "_real", None)
+
+    def real(self):
+        if self._real is None:
+            from rich.console import Console
+
+            object.__setattr__(self, "_real", Console(stderr=True, highlight=False, soft_wrap=True, width=_width()))
+        return self._real
+
+    def __getattr__(self, name):
+        return getattr(self.real(), name)
+
+    def __setattr__(self, name, value):
+        setattr(self.real(), name, value)
+
+
+console = _StderrConsole()
 
 _quiet = False
 
@@ -68,6 +80,13 @@ def info(message: str) -> None:
 
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def error(message: str) -> None:
+    """One `error:` line on stderr; `message` is shown as written (brackets are not markup)."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False)
 
 
 class RateEstimate:
@@ -107,93 +126,35 @@ class RateEstimate:
         return max(total - self._completed, 0.0) / rate
 
 
-class _EtaColumn(ProgressColumn):
-    """Time remaining from the progress's RateEstimate of the task (rich's own column swings)."""
+class _UnseenProgress:
+    """What `progress` gives when no one would see the bar: the calls callers make, doing nothing
+    (`tasks[id].elapsed` is None, as for a task that has not started)."""
 
-    def __init__(self, estimates: dict):
-        super().__init__()
-        self._estimates = estimates
+    def __init__(self):
+        self.tasks: list = []
 
-    def render(self, task) -> Text:
-        estimate = self._estimates.get(task.id)
-        seconds = None if estimate is None or task.finished else estimate.remaining(task.total)
-        if seconds is None:
-            return Text("-:--:--", style="progress.remaining")
-        return Text(str(timedelta(seconds=int(seconds))), style="progress.remaining")
+    def add_task(self, description, *args, **kwargs) -> int:
+        from types import SimpleNamespace
 
-
-class _LoggedProgress(Progress):
-    """A Progress whose ETA comes from a RateEstimate per task and that, when it cannot draw
-    (stderr is a file or a pipe), writes a plain line per task at most every `every` seconds,
-    and one when a task that ran that long completes, so logs of long unattended runs show how
-    far they got (quick tasks print nothing)."""
-
-    def __init__(self, *columns, every: float = 0.0, estimates: Optional[dict] = None, **kwargs):
-        super().__init__(*columns, **kwargs)
-        self._every = every
-        self._logged: dict = {}
-        self.estimates: dict = {} if estimates is None else estimates
-
-    def _task(self, task_id):
-        return next((t for t in self.tasks if t.id == task_id), None)
-
-    def add_task(self, description, *args, **kwargs):
-        task_id = super().add_task(description, *args, **kwargs)
-        task = self._task(task_id)
-        self.estimates[task_id] = RateEstimate(task.start_time if task.start_time is not None else self.get_time(), task.completed)
-        return task_id
-
-    def eta(self, task_id) -> Optional[float]:
-        task, estimate = self._task(task_id), self.estimates.get(task_id)
-        return None if task is None or estimate is None else estimate.remaining(task.total)
-
-    def _track(self, task_id) -> None:
-        task, estimate = self._task(task_id), self.estimates.get(task_id)
-        if task is not None and estimate is not None:
-            estimate.update(self.get_time(), task.completed)
-        if self._every:
-            self._log(task_id)
-
-    def _log(self, task_id) -> None:
-        task = self._task(task_id)
-        if task is None or task.total is None:
-            return
-        now = self.get_time()
-        finished = task.completed >= task.total
-        last = self._logged.get(task_id, task.start_time if task.start_time is not None else now)
-        if last == "done" or (task.elapsed or 0) < self._every:  # quick tasks stay silent
-            return
-        if not finished and now - last < self._every:
-            return
-        self._logged[task_id] = "done" if finished else now
-        remaining = None if finished else self.eta(task_id)
-        eta = "" if remaining is None else f", eta {remaining:,.0f} s"
-        console.print(f"{task.description}: {task.completed:,.0f}/{task.total:,.0f} ({task.elapsed or 0:,.0f} s{eta})", markup=False)
+        self.tasks.append(SimpleNamespace(description=description, elapsed=None))
+        return len(self.tasks) - 1
 
     def advance(self, task_id, advance: float = 1) -> None:
-        super().advance(task_id, advance)
-        self._track(task_id)
+        pass
 
     def update(self, task_id, **kwargs) -> None:
-        super().update(task_id, **kwargs)
-        self._track(task_id)
+        pass
 
 
 @contextmanager
-def progress(*extra_columns, transient: bool = False) -> Iterator[Progress]:
+def progress(*extra_columns, transient: bool = False) -> Iterator:
     """A rich progress bar on stderr; when stderr is not a terminal, a plain progress line per
-    task every minute instead. ETAs come from a RateEstimate (steadier than rich's)."""
-    estimates: dict = {}
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        *extra_columns,
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        _EtaColumn(estimates),
-    ]
-    visible = not _quiet and is_main_process()
-    every = 60.0 if visible and not console.is_terminal else 0.0
-    with _LoggedProgress(*columns, console=console, disable=not visible or not console.is_terminal, transient=transient, every=every, estimates=estimates) as bar:
+    task every minute instead (infra/progress_bar.py); with --quiet, or on a process other than
+    the main one, a stand-in that shows nothing."""
+    if _quiet or not is_main_process():
+        yield _UnseenProgress()
+        return
+    from delt_cli.infra.progress_bar import progress_bar
+
+    with progress_bar(console.real(), *extra_columns, transient=transient) as bar:
         yield bar

@@ -291,22 +291,46 @@ def test_console_script_loads_only_the_command_it_runs(dataset, tmp_path):
 
 def test_data_command_start_up_loads_less(dataset, tmp_path):
     """`delt select --lazy` loads numpy with one OpenBLAS thread (and leaves OPENBLAS_NUM_THREADS
-    unset for child processes) and does not load pyarrow.compute; the lazy selection still works."""
+    unset for child processes) and loads neither pyarrow.compute nor, with --quiet, rich; the lazy
+    selection still works."""
     code = (
         "import json, os, sys; from delt_cli.cli.main import main; "
         f"rc = main(['--quiet', 'select', {str(dataset)!r}, '-o', {str(tmp_path / 'sel')!r}, '--by', 'score', '--top-r', '0.5', '--lazy']); "
+        "rich = sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.')); "
         "from threadpoolctl import threadpool_info; "
         "print(json.dumps([rc, [p['num_threads'] for p in threadpool_info() if p.get('internal_api') == 'openblas'], "
-        "'OPENBLAS_NUM_THREADS' in os.environ, 'pyarrow.compute' in sys.modules]))"
+        "'OPENBLAS_NUM_THREADS' in os.environ, 'pyarrow.compute' in sys.modules, rich]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    rc, blas, leaked, compute = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (rc, leaked, compute) == (0, False, False), proc.stdout
+    rc, blas, leaked, compute, rich = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (rc, leaked, compute, rich) == (0, False, False, []), proc.stdout
     assert set(blas) <= {1}, proc.stdout  # (a numpy without OpenBLAS lists none)
     assert read_manifest(tmp_path / "sel")["selection"]["rows_kept"] == 100
+
+
+def test_reader_of_the_pipe_gets_its_end_once_the_command_returns(dataset, tmp_path):
+    """The console script hands stdout's end of the pipe back as soon as the command returns, not
+    after the interpreter's exit (here an exit handler that takes 3 s and then prints): the next
+    command of `delt select ... | delt order -` reads the path to end of file at once, finds the
+    output complete, and nothing written at exit reaches it."""
+    import time
+
+    code = ("import atexit, sys, time; atexit.register(lambda: (time.sleep(3), print('late', flush=True))); "
+            "from delt_cli.cli.main import main; sys.exit(main())")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    sel = tmp_path / "sel"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--quiet", "select", str(dataset), "-o", str(sel), "--by", "score", "--top-r", "0.5", "--lazy"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    started = time.monotonic()
+    out = proc.stdout.read().decode()  # up to end of file
+    at_eof = time.monotonic() - started
+    assert out == f"{sel}\n"
+    assert read_manifest(sel)["selection"]["rows_kept"] == 100  # complete when the reader starts
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert at_eof < time.monotonic() - started - 2.0  # the end came ~3 s before the process did
 
 
 def test_timings_line_only_when_asked(dataset, tmp_path):

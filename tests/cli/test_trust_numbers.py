@@ -17,7 +17,8 @@ import pyarrow as pa
 import pytest
 
 from delt_cli.infra import console as console_module
-from delt_cli.infra.console import RateEstimate, _LoggedProgress
+from delt_cli.infra.console import RateEstimate
+from delt_cli.infra.progress_bar import LoggedProgress
 from delt_cli.dataset import open_dataset, read_shard, write_shard
 from delt_cli.evaluation.heldout import ratio_stderr, sample_rows
 from delt_cli.evaluation.report import NOISE_MARK, figure, markdown, noise_flags, table_cells
@@ -227,8 +228,9 @@ def test_logged_progress_lines_have_a_steady_decreasing_eta(monkeypatch):
     # `_file`, not `file`: restoring the `file` property would pin the console to the stream of
     # this moment (pytest's capture) for every later test of the process, whose CliRunner output
     # would then be lost
-    monkeypatch.setattr(console_module.console, "_file", buffer)
-    bar = _LoggedProgress(console=console_module.console, disable=True, every=60.0, get_time=lambda: clock[0])
+    real = console_module.console.real()  # the rich Console behind the lazy stand-in
+    monkeypatch.setattr(real, "_file", buffer)
+    bar = LoggedProgress(console=real, disable=True, every=60.0, get_time=lambda: clock[0])
     with bar:
         task = bar.add_task("scoring", total=400)
 

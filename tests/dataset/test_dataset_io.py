@@ -203,14 +203,15 @@ def test_filter_keeps_order_and_empty_result_has_schema(tmp_path):
     assert pq.read_schema(empty).names == ds.columns
 
 
-def test_documents_get_neither_dictionary_nor_statistics_labels_get_both(tmp_path):
+def test_documents_get_neither_dictionary_nor_statistics_labels_get_both_scores_no_dictionary(tmp_path):
     n = 3000
     table = pa.table(
         {
             "id": [f"d{i}" for i in range(n)],
             "text": [f"document {i} " + "word " * 30 for i in range(n)],
             "domain": ["news" if i % 3 else "wiki" for i in range(n)],
-            "score": np.arange(n, dtype=np.float64),
+            "score": np.random.default_rng(0).random(n),
+            "n_tokens": np.arange(n, dtype=np.int64) % 40,
         }
     )
     path = tmp_path / "s.parquet"
@@ -219,6 +220,9 @@ def test_documents_get_neither_dictionary_nor_statistics_labels_get_both(tmp_pat
     columns = {meta.column(j).path_in_schema: meta.column(j) for j in range(meta.num_columns)}
     assert not columns["text"].is_stats_set and columns["id"].is_stats_set and columns["score"].is_stats_set
     assert "RLE_DICTIONARY" in columns["domain"].encodings and "RLE_DICTIONARY" not in columns["text"].encodings
+    # distinct scores: no dictionary (a page of values and one of indices is larger than the values alone);
+    # a count with few values keeps it
+    assert "RLE_DICTIONARY" not in columns["score"].encodings and "RLE_DICTIONARY" in columns["n_tokens"].encodings
     assert pq.read_table(path).equals(table)
 
 

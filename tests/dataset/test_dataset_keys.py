@@ -37,6 +37,23 @@ def test_hashes_of_real_ids_are_distinct_and_order_sensitive():
     assert len(np.unique(h)) == len(ids)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 20), st.integers(1, 30), st.integers(0, 3), st.binary(min_size=0, max_size=1))
+def test_fixed_width_ids_hash_as_the_general_path(width, n, lo, odd):
+    """Values of one width take a shortcut (one matrix, no index arrays); their hashes are the
+    ones the general path gives (forced here by one value of another width after them)."""
+    rng = np.random.default_rng(width * 100 + n)
+    values = [bytes(rng.integers(0, 256, width, dtype=np.uint8)) for _ in range(n)]
+    other = b"x" * (width + 1) + odd
+    fixed = hash64(pa.array(values, pa.binary()))
+    general = hash64(pa.array(values + [other], pa.binary()))[:n]
+    assert np.array_equal(fixed, general)
+    lo = min(lo, n)
+    assert np.array_equal(hash64(pa.array(values, pa.large_binary()).slice(lo)), general[lo:])
+    ids = [f"doc-{i:09d}" for i in range(1000)]
+    assert np.array_equal(hash64(pa.array(ids)), hash64(pa.array(ids + ["doc-1"]))[:1000])
+
+
 def test_integer_and_dictionary_ids():
     ints = pa.array([3, 1, 3, -7, 2**62], pa.int64())
     h = hash64(ints)
