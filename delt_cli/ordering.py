@@ -137,8 +137,10 @@ def order_dataset(
     run = run or RunInfo(command="order", args={"method": method, "by": by, "folds": folds, "descending": descending, "seed": seed})
     with phase("open"):
         ds = open_input(input, id_column=id_column, text_column=text_column)
-    with phase("ids"):
-        ds.check_ids()
+    ds.require(ds.id_column, flag="--id-column")
+    # Ids not checked before are checked on the rows moved, as the permutation decodes them
+    # (dataset/permute.py, IdCheck), not by a read of their own first.
+    check = None if ds.ids_known_unique() else ds.id_column
     n = ds.num_rows
     rows = None  # the rows that take part (None: all); others are dropped (--drop-null)
     values = None
@@ -162,7 +164,7 @@ def order_dataset(
             local = compute_order(method, n=n if rows is None else len(rows), values=values, groups=groups, folds=folds, descending=descending, seed=seed)
             order = local if rows is None else rows[local]
             values = groups = local = rows = None  # the keys go before the rows move (8 bytes per kept row: 400 MB at 100M rows)
-        write_permuted(ds, order, stage.path, stage.metadata(), shard_rows=shard_rows)
+        write_permuted(ds, order, stage.path, stage.metadata(), shard_rows=shard_rows, check_ids=check)
         extra = {"ordering": {"method": method, "by": by, "folds": folds if method == "folding" else None,
                               "descending": descending, "seed": seed if method == "shuffle" else None,
                               "group_by": group_by, "rows_in": n, "rows_out": int(len(order)), "shard_rows": shard_rows}}

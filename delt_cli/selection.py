@@ -279,8 +279,13 @@ def select_dataset(
     run = run or RunInfo(command="select", args={"by": by, "rule": rule.describe(), "lowest": lowest, "group_by": group_by, "lazy": lazy})
     with phase("open"):
         ds = open_input(input, id_column=id_column, text_column=text_column)
-    with phase("ids"):
-        ds.check_ids()
+    if lazy:  # the rows stay where they are: their ids are checked by whoever moves them (order, or writing out)
+        ds.require(ds.id_column, flag="--id-column")
+        checked = ds.id_column if ds.ids_known_unique() else None
+    else:
+        with phase("ids"):
+            ds.check_ids()
+        checked = ds.id_column
     n = ds.num_rows
     if rule.kind != "random_r" and by is None:
         raise UsageError(f"--by COLUMN is required for --{rule.kind.replace('_', '-')}")
@@ -314,7 +319,7 @@ def select_dataset(
         if groups is not None:
             extra["selection"]["groups"] = _group_counts(group_names, groups, keep)
         with phase("manifest"):
-            manifest = stage.finish(extra=extra, unique_ids=ds.id_column)
+            manifest = stage.finish(extra=extra, unique_ids=checked)
     info(f"kept {kept:,} of {n:,} rows ({rule.describe()}{', by ' + by if by else ''}){'; recorded as a lazy selection' if lazy else ''}")
     report("select", started)
     return manifest

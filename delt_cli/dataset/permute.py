@@ -193,6 +193,37 @@ def write_filtered(dataset: Dataset, keep: np.ndarray, directory: Path, metadata
     return written
 
 
+class IdCheck:
+    """Unique, non-null ids of the rows a permutation moves, checked from the pieces pass 1 decodes
+    anyway (no read of its own, and only the rows that are written): a 64-bit hash per row at
+    its destination (8 bytes per row, freed after the check). A repeated hash or a null is
+    confirmed on the values by the dataset's own exact check (`Dataset.check_ids`), which names
+    the value and shards; a mere hash collision passes it."""
+
+    def __init__(self, dataset: Dataset, rows: int):
+        self.dataset = dataset
+        self.hashes = np.empty(rows, dtype=np.uint64)
+        self.nulls = False
+
+    def add(self, positions: np.ndarray, values: pa.ChunkedArray) -> None:
+        from delt_cli.dataset.keys import hash64
+
+        with phase("ids"):
+            if values.null_count:
+                self.nulls = True
+                return
+            self.hashes[positions] = hash64(values)
+
+    def verify(self) -> None:
+        with phase("ids"):
+            h, self.hashes = self.hashes, None
+            h.sort()
+            suspect = self.nulls or bool(len(h) > 1 and (h[1:] == h[:-1]).any())
+            del h
+            if suspect:
+                self.dataset.check_ids()
+
+
 def write_permuted(
     dataset: Dataset,
     order: np.ndarray,
@@ -201,11 +232,14 @@ def write_permuted(
     *,
     shard_rows: int,
     scratch: Path | None = None,
+    check_ids: str | None = None,
 ) -> list[Path]:
     """Write rows `order[0], order[1], ...` (global row indices) as shards of `shard_rows` rows.
 
     Rows not in `order` are dropped. Output shards are named part-00000, part-00001, ...
-    so that name order is the new dataset order.
+    so that name order is the new dataset order. `check_ids`: an id column to check on the
+    rows moved, while pass 1 has them decoded anyway (`IdCheck`); duplicated or null ids
+    fail before pass 2 writes anything.
     """
     release_memory_sooner()
     total = int(len(order))
@@ -225,6 +259,7 @@ def write_permuted(
     bucket_schema = pa.schema([pa.field(f.name, encoded[f.name].value_type, f.nullable) if f.name in encoded else f for f in dataset.schema.remove_metadata()])
     bucket_schema = bucket_schema.append(pa.field(POS, pa.int64()))
     by_offset = not any(_has_dictionary(f.type) for f in bucket_schema)  # (dictionaries nested in lists or structs)
+    ids = IdCheck(dataset, total) if check_ids is not None else None
 
     def decoded(table: pa.Table) -> pa.Table:
         for name, t in encoded.items():
@@ -268,6 +303,8 @@ def write_permuted(
             by_dest = np.argsort(positions)  # destinations are distinct: no ties
             table = decoded(pa.concat_tables([t for t, _, _ in held]).take(pa.array(rows[by_dest])))
             positions = positions[by_dest]
+            if ids is not None:
+                ids.add(positions, table.column(check_ids))
             table = table.append_column(POS, pa.array(positions, type=pa.int64()))
             cuts = np.searchsorted(positions, boundaries)
             for j in np.flatnonzero(np.diff(cuts)):
@@ -299,6 +336,9 @@ def write_permuted(
         for i, found in enumerate(parallel_map(bucket, len(dataset.shards), "bucketing")):
             for j, batches in found.items():
                 pieces[j].append((scratch / f"bucket-{i:06d}.arrow", batches))
+        if ids is not None:
+            ids.verify()
+            ids = None
 
         def assemble(j: int) -> Path:
             """Pass 2 for output shard j, one row group at a time: every batch of the shard (one per

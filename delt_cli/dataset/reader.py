@@ -275,10 +275,14 @@ class Dataset:
         return dtype
 
     # -- reading -------------------------------------------------------------------
+    def shard_table(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """Shard i whole (or some of its columns)."""
+        return read_shard(self.shards[i], columns)
+
     def iter_tables(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Shard, pa.Table]]:
         """Yield (shard, table) for every shard in dataset order."""
-        for shard in self.shards:
-            yield shard, read_shard(shard, columns)
+        for i, shard in enumerate(self.shards):
+            yield shard, self.shard_table(i, columns)
 
     def iter_row_groups(
         self, shard: Shard, columns: Sequence[str] | None = None, *, wanted: np.ndarray | None = None
@@ -293,10 +297,11 @@ class Dataset:
             yield start, _with_derived(shard, table, start, columns, add_id)
 
     def read_column(self, column: str) -> pa.ChunkedArray:
-        """One column over the whole dataset, in dataset order."""
-        chunks: list[pa.Array] = []
-        for _, table in self.iter_tables([column]):
-            chunks.extend(table.column(column).chunks)
+        """One column over the whole dataset, in dataset order (shards read on the thread pool)."""
+        from delt_cli.dataset.parallel import parallel_map
+
+        parts = parallel_map(lambda i: self.shard_table(i, [column]).column(column).chunks, len(self.shards), f"reading {column}")
+        chunks = [chunk for part in parts for chunk in part]
         dtype = self.schema.field(column).type
         return pa.chunked_array(chunks, type=dtype)
 
@@ -353,6 +358,10 @@ class Dataset:
             return False
         return recorded == [(s.name, s.num_rows, s.fingerprint) for s in self.shards]
 
+    def ids_known_unique(self) -> bool:
+        """True when the ids need no check: checked before on these very shards, or derived."""
+        return self.ids_derived or self.ids_verified()
+
     def check_ids(self) -> None:
         """Fail on a missing id column, null ids or duplicate ids (checked on 64-bit hashes, confirmed exactly).
 
@@ -361,7 +370,7 @@ class Dataset:
         from delt_cli.dataset.parallel import parallel_map
 
         self.require(self.id_column, flag="--id-column")
-        if self.ids_verified() or self.ids_derived:  # derived ids are unique: shard names are (open_dataset)
+        if self.ids_known_unique():  # derived ids are unique: shard names are (open_dataset)
             return
 
         def shard_hashes(i: int) -> np.ndarray:
@@ -412,14 +421,16 @@ def read_shard(shard: Shard | Path, columns: Sequence[str] | None = None) -> pa.
 
     Given a path rather than a Shard, the file is opened first (`open_shard`; no derived ids).
     ParquetFile.read rather than pq.read_table: the datasets path behind read_table
-    keeps several times more memory alive after reading a single column.
+    keeps several times more memory alive after reading a single column. A local file is
+    read without pre-buffering (one column of 10 files of 100k rows: ~15% faster); an
+    object in S3 with it (ranged reads merged: the fast way there).
     """
     if not isinstance(shard, Shard):
         shard = open_shard(remote.location(shard))
     file_columns, add_id = _split_derived(shard, columns)
     if shard.kind == "parquet":
         try:
-            with pq.ParquetFile(shard.path) as pf:
+            with pq.ParquetFile(shard.path, pre_buffer=not isinstance(shard.path, Path)) as pf:
                 table = pf.read(columns=file_columns, use_threads=False)
         except (pa.ArrowException, OSError) as exc:
             raise DeltError(f"{shard.path}: cannot read Parquet file ({exc})") from exc

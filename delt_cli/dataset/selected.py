@@ -14,7 +14,9 @@ same shards). Opening checks that the input is still exactly what was selected f
 (same shard paths, rows and footer fingerprints, bits intact) and fails with a message
 naming what changed otherwise. select and order read it natively (`SelectedDataset`):
 the text is decoded once, by the command that writes it. Other commands get it written
-out first (`materialize`): docs/datasets.md, "Lazy selections".
+out first (`materialize`): docs/datasets.md, "Lazy selections". `select --lazy` does not
+read the ids; the kept rows' ids are checked by the command that moves them (order, as it
+decodes them) unless the input's were checked before.
 """
 
 from __future__ import annotations
@@ -103,11 +105,10 @@ class SelectedDataset(Dataset):
     def iter_row_groups(self, shard, columns: Sequence[str] | None = None, *, wanted: np.ndarray | None = None):
         return self.shard_pieces(self.shards.index(shard), columns, wanted)
 
-    def iter_tables(self, columns: Sequence[str] | None = None):
-        for i, shard in enumerate(self.shards):
-            parts = [t for _, t in self.shard_pieces(i, columns)]
-            schema = pa.schema([self.schema.field(c) for c in columns]) if columns is not None else self.schema
-            yield shard, pa.concat_tables(parts) if parts else schema.empty_table()
+    def shard_table(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
+        parts = [t for _, t in self.shard_pieces(i, columns)]
+        schema = pa.schema([self.schema.field(c) for c in columns]) if columns is not None else self.schema
+        return pa.concat_tables(parts) if parts else schema.empty_table()
 
     # -- ids --------------------------------------------------------------------------
     def ids_verified(self) -> bool:

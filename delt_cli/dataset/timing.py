@@ -41,17 +41,28 @@ def _clock():
     return time.process_time if threading.current_thread() is threading.main_thread() else time.thread_time
 
 
+_open = threading.local()  # phases open on this thread: [name, start, time of the phases inside it]
+
+
 @contextmanager
 def phase(name: str) -> Iterator[None]:
+    """Count the CPU time of the block under `name`; a phase inside another counts for itself
+    alone (the enclosing one gets its time less the inner one's)."""
     if not ENABLED:
         yield
         return
     clock = _clock()
-    start = clock()
+    stack = _open.__dict__.setdefault("stack", [])
+    frame = [name, clock(), 0.0]
+    stack.append(frame)
     try:
         yield
     finally:
-        add(name, clock() - start)
+        stack.pop()
+        spent = clock() - frame[1]
+        add(name, spent - frame[2])
+        if stack:
+            stack[-1][2] += spent
 
 
 def timed(name: str, items: Iterable[T]) -> Iterator[T]:

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from filelock import FileLock, Timeout
+
 from delt_cli.infra.atomic import HOST, describe_os_error, parse_temporary, remove, staged_dir, write_text_atomic
 from delt_cli.infra.console import info, warn
 from delt_cli.infra.errors import DeltError, UsageError
@@ -51,8 +53,6 @@ def lock_dir(target: Path) -> Path:
 
 def _locked_elsewhere(path: Path) -> bool:
     """True when another process holds the lock file `path` (probed without blocking)."""
-    from filelock import FileLock, Timeout
-
     if not path.exists():
         return False
     probe = FileLock(str(path))
@@ -103,8 +103,6 @@ class OutputLock:
         return live
 
     def acquire(self) -> None:
-        from filelock import FileLock, Timeout
-
         for attempt in range(20):  # the directory may vanish between mkdir and open (its last holder left)
             try:
                 self.dir.mkdir(exist_ok=True)
@@ -151,8 +149,6 @@ class OutputLock:
             meta.release()
 
     def release(self) -> None:
-        from filelock import FileLock, Timeout
-
         if self._lock is None:
             return
         meta = FileLock(str(self.dir / "meta.lock"))

@@ -64,7 +64,10 @@ def test_lazy_then_order_equals_eager_then_order(cli, dataset, tmp_path, order_a
     assert [s["kept"] for s in record["source"]["shards"]] == [pq.read_metadata(p).num_rows for p in sorted((tmp_path / "eager-sel").glob("*.parquet"))]
     bits = np.unpackbits(np.frombuffer(base64.b64decode(record["kept"]), np.uint8), count=200).astype(bool)
     assert read_rows(dataset).filter(pa.array(bits)).equals(read_rows(tmp_path / "eager-sel"))
-    assert manifest["checks"]["unique_ids"] == "id"
+    # `select --lazy` reads no ids (this input's were never checked), so its record claims nothing;
+    # `order` checked the ids of the rows it moved, as the eager `select` checked its input's
+    assert "checks" not in manifest
+    assert read_manifest(tmp_path / "lazy-ord")["checks"] == read_manifest(tmp_path / "eager-sel")["checks"] == {"unique_ids": "id"}
 
 
 def test_select_reads_lazy_input_natively(cli, dataset, tmp_path):
@@ -218,8 +221,11 @@ def test_other_commands_read_a_lazy_selection_written_out(cli, dataset, tmp_path
     assert ds.spec == str(tmp_path / "l") and ds.num_rows == 60
     assert [s.name for s in ds.shards] == [p.name for p in sorted((tmp_path / "e").glob("*.parquet"))]
     assert pa.concat_tables([t for _, t in ds.iter_tables()]).equals(read_rows(tmp_path / "e"))
-    assert ds.ids_verified()
+    assert not ds.ids_verified()  # select --lazy read no ids: whoever needs them checked checks them
     ds.check_ids()
+    # a lazy selection of an input whose ids were checked carries the record on
+    cli("select", tmp_path / "e", "-o", tmp_path / "l2", "--by", "score", "--top-r", "0.5", "--lazy")
+    assert read_manifest(tmp_path / "l2")["checks"] == {"unique_ids": "id"} and open_dataset(tmp_path / "l2").ids_verified()
     eager = cli("stats", tmp_path / "e", "--by", "score")
     lazy = cli("stats", tmp_path / "l", "--by", "score")
     assert eager.exit_code == lazy.exit_code == 0, lazy.output
@@ -376,3 +382,50 @@ def test_nested_dictionary_columns_through_order(tmp_path, monkeypatch, many):
     expected = keep[np.concatenate([s[l::3] for l in range(3)])]
     assert out.column("id").to_pylist() == src.column("id").take(pa.array(expected)).to_pylist()
     assert out.column("meta").to_pylist() == src.column("meta").take(pa.array(expected)).to_pylist()
+
+
+def _set_id(directory: Path, shard: str, row: int, value) -> None:
+    t = pq.read_table(directory / shard)
+    ids = t.column("id").to_pylist()
+    ids[row] = value
+    pq.write_table(t.set_column(0, "id", pa.array(ids, pa.string())), directory / shard)
+
+
+def test_order_checks_the_ids_of_the_rows_it_moves(cli, tmp_path):
+    """`select --lazy` reads no ids; `order` checks those of the rows it moves, on the pieces it
+    decodes anyway: a duplicate among them (or a null) fails with the usual message and leaves
+    no output; a duplicate among dropped rows only does not concern the output."""
+    d = write_dataset(tmp_path / "in", 60, shards=3)  # rows n = 0..59, no manifest: ids never checked
+    _set_id(d, "shard-002.parquet", 19, "doc-000000")  # row 59 repeats row 0's id
+    both = tmp_path / "both"
+    assert cli("select", d, "-o", both, "--by", "n", "--top-r", "1", "--lazy").exit_code == 0
+    res = cli("order", both, "-o", tmp_path / "o", "--method", "folding", "--by", "score")
+    assert res.exit_code == 1 and "1 duplicated value(s), e.g. 'doc-000000'" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    res = cli("order", d, "-o", tmp_path / "o", "--method", "shuffle")  # the same for an input read directly
+    assert res.exit_code == 1 and "duplicated value(s), e.g. 'doc-000000'" in res.stderr and not (tmp_path / "o").exists()
+    # keep rows 0..29: the repeat (row 59) is dropped; the output's ids are checked and unique
+    low = tmp_path / "low"
+    assert cli("select", d, "-o", low, "--by", "n", "--lowest", "--top-k", "30", "--lazy").exit_code == 0
+    res = cli("order", low, "-o", tmp_path / "o", "--method", "folding", "--by", "score")
+    assert res.exit_code == 0, res.output
+    ids = read_rows(tmp_path / "o").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 30 and read_manifest(tmp_path / "o")["checks"] == {"unique_ids": "id"}
+    # a null id among the moved rows
+    _set_id(d, "shard-000.parquet", 3, None)
+    assert cli("select", d, "-o", tmp_path / "nul", "--by", "n", "--lowest", "--top-k", "30", "--lazy").exit_code == 0
+    res = cli("order", tmp_path / "nul", "-o", tmp_path / "o2", "--method", "shuffle")
+    assert res.exit_code == 1 and "1 null value(s)" in res.stderr and not (tmp_path / "o2").exists()
+
+
+def test_order_confirms_repeated_id_hashes_on_the_values(cli, tmp_path, monkeypatch):
+    """Equal hashes of moved rows only make them suspect: with every hash colliding (a stand-in
+    hash) distinct ids still pass, and the output is the one the real hash gives."""
+    from delt_cli.dataset import keys
+
+    d = write_dataset(tmp_path / "in", 50, shards=2)
+    assert cli("order", d, "-o", tmp_path / "real", "--method", "folding", "--by", "score").exit_code == 0
+    monkeypatch.setattr(keys, "hash64", lambda ids: np.full(len(ids), 7, dtype=np.uint64))
+    res = cli("order", d, "-o", tmp_path / "stand-in", "--method", "folding", "--by", "score")
+    assert res.exit_code == 0, res.output
+    assert read_rows(tmp_path / "stand-in").equals(read_rows(tmp_path / "real"))
