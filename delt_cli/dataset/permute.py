@@ -114,6 +114,22 @@ def _shard_writer(path: Path, schema: pa.Schema, metadata: dict[bytes, bytes]) -
         out.close()
 
 
+def _remove_scratch(scratch: Path) -> None:
+    """Remove the bucket files, several at a time: unlinking a file frees its pages from the page
+    cache, and that is work for the kernel in the calling thread (1M rows, 250 MB of buckets:
+    ~22 ms in one thread, the last thing `order` does before it publishes)."""
+    files = sorted(scratch.glob("bucket-*.arrow")) if scratch.is_dir() else []
+
+    def unlink(k: int) -> None:
+        files[k].unlink(missing_ok=True)
+
+    try:
+        parallel_map(unlink, len(files), "removing scratch files")
+    except OSError:
+        pass
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _has_dictionary(t: pa.DataType) -> bool:
     return pa.types.is_dictionary(t) or any(_has_dictionary(t.field(i).type) for i in range(t.num_fields))
 
@@ -389,4 +405,4 @@ def write_permuted(
 
         return parallel_map(assemble, n_out, "writing")
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove_scratch(scratch)
