@@ -42,7 +42,7 @@ def select_cmd(
     length_column: Annotated[Optional[str], typer.Option("--length-column", help="Column with per-row lengths for budgets (e.g. n_tokens from `delt score --method length`).")] = None,
     group_by: Annotated[Optional[str], typer.Option("--group-by", help="Apply the rule inside each group of this column, keeping each group's share.")] = None,
     drop_null: Annotated[bool, typer.Option("--drop-null", help="Skip rows whose --by value is null or NaN (an error otherwise).")] = False,
-    lazy: Annotated[bool, typer.Option("--lazy", help="Record which rows are kept (a bitmap), not the rows: `delt order` then reads them straight from the input, decoding and encoding the text once. Other commands write them out first (docs/datasets.md).")] = False,
+    lazy: Annotated[bool, typer.Option("--lazy", help="Record which rows are kept (a bitmap), not the rows: `delt order` then reads them straight from the input, decoding and encoding the text once, and checks their ids as it moves them. Other commands write them out first (docs/datasets.md).")] = False,
     seed: SeedOpt = 0,
     id_column: IdColumnOpt = "id",
     text_column: TextColumnOpt = "text",
