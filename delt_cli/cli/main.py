@@ -10,7 +10,6 @@ import os
 import sys
 from typing import Optional
 
-
 from delt_cli.cli.base import COMMANDS, app, register
 from delt_cli.infra.console import error
 

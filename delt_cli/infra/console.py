@@ -156,5 +156,6 @@ def progress(*extra_columns, transient: bool = False) -> Iterator:
         return
     from delt_cli.infra.progress_bar import progress_bar
 
-    with progress_bar(console.real(), *extra_columns, transient=transient) as bar:
+    on = console.real() if isinstance(console, _StderrConsole) else console  # (a test may put a Console here)
+    with progress_bar(on, *extra_columns, transient=transient) as bar:
         yield bar
