@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import numpy.ma  # noqa: F401,E402
 import pyarrow.compute  # noqa: F401,E402
 
+from delt_cli.dataset.keys import hash64, repeated
 from delt_cli.dataset.parallel import parallel_map
 from delt_cli.dataset.reader import Dataset
 from delt_cli.dataset.timing import phase, timed
@@ -222,8 +223,6 @@ class IdCheck:
         self.nulls = False
 
     def add(self, positions: np.ndarray, values: pa.ChunkedArray) -> None:
-        from delt_cli.dataset.keys import hash64
-
         with phase("ids"):
             if values.null_count:
                 self.nulls = True
@@ -233,8 +232,7 @@ class IdCheck:
     def verify(self) -> None:
         with phase("ids"):
             h, self.hashes = self.hashes, None
-            h.sort()
-            suspect = self.nulls or bool(len(h) > 1 and (h[1:] == h[:-1]).any())
+            suspect = self.nulls or len(repeated(h)) > 0
             del h
             if suspect:
                 self.dataset.check_ids()

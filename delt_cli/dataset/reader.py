@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from delt_cli.dataset import remote, sources
-from delt_cli.dataset.keys import group_codes, hash64
+from delt_cli.dataset.keys import group_codes, hash64, repeated
 from delt_cli.infra.errors import DeltError
 
 GLOB_CHARS = set("*?[")
@@ -391,12 +391,10 @@ class Dataset:
             hashes[offsets[i] : offsets[i + 1]] = shard_hashes(i)
 
         parallel_map(fill, len(self.shards), "checking ids")
-        hashes.sort()
-        repeated = hashes[1:][hashes[1:] == hashes[:-1]]  # sorted, so equal hashes are neighbours
+        dup_hashes = repeated(hashes)
         hashes = None  # freed before the exact check (not `del`: fill() refers to it)
-        if len(repeated) == 0:
+        if len(dup_hashes) == 0:
             return
-        dup_hashes = repeated[np.concatenate([[True], repeated[1:] != repeated[:-1]])]
         # Confirm on the real values (for strings a hash collision is possible, if unlikely):
         # only the rows whose hash repeats are read as Python values (their shards' hashes
         # computed again: the sorted array no longer says which row is where).

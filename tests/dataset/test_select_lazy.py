@@ -421,11 +421,14 @@ def test_order_checks_the_ids_of_the_rows_it_moves(cli, tmp_path):
 def test_order_confirms_repeated_id_hashes_on_the_values(cli, tmp_path, monkeypatch):
     """Equal hashes of moved rows only make them suspect: with every hash colliding (a stand-in
     hash) distinct ids still pass, and the output is the one the real hash gives."""
-    from delt_cli.dataset import keys
+    from delt_cli.dataset import permute
 
     d = write_dataset(tmp_path / "in", 50, shards=2)
     assert cli("order", d, "-o", tmp_path / "real", "--method", "folding", "--by", "score").exit_code == 0
-    monkeypatch.setattr(keys, "hash64", lambda ids: np.full(len(ids), 7, dtype=np.uint64))
+    monkeypatch.setattr(permute, "hash64", lambda ids: np.full(len(ids), 7, dtype=np.uint64))  # IdCheck's hash
+    confirmed = []
+    monkeypatch.setattr(permute.Dataset, "check_ids", lambda self, real=permute.Dataset.check_ids: (confirmed.append(1), real(self))[1])
     res = cli("order", d, "-o", tmp_path / "stand-in", "--method", "folding", "--by", "score")
     assert res.exit_code == 0, res.output
     assert read_rows(tmp_path / "stand-in").equals(read_rows(tmp_path / "real"))
+    assert confirmed  # the repeated hashes were confirmed on the values, which differ
