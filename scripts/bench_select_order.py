@@ -25,7 +25,9 @@ float `score` column:
 
 Each round runs every contestant once, in an order rotated from round to round, so runs
 compared with each other are seconds apart on a machine whose speed drifts; speed-ups are
-medians of the rounds' ratios. Peak memory is the process's ru_maxrss (the largest over
+medians of the rounds' ratios. Before every run the file system is synced (`os.sync`), so
+that no run pays for writing back what the input generation or an earlier contestant left in
+the page cache (at 10M rows that is gigabytes; a run's own writes still count). Peak memory is the process's ru_maxrss (the largest over
 the rounds). delt runs with DELT_TIMINGS=1 and reports CPU seconds per phase
 (delt_cli/dataset/timing.py); start-up and exit are the process's wall time minus the
 library call's.
@@ -349,6 +351,7 @@ def run(n: int, kind: str, work: Path, args) -> dict:
     load = [loadavg()]
     for r in range(args.repeats):
         for c in contestants[r % len(contestants):] + contestants[: r % len(contestants)]:
+            os.sync()
             if c.startswith("delt:"):
                 _, variant, codec = c.split(":")
                 res = run_delt(data, work, variant, codec)
