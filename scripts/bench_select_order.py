@@ -27,8 +27,8 @@ Each round runs every contestant once, in an order rotated from round to round, 
 compared with each other are seconds apart on a machine whose speed drifts; speed-ups are
 medians of the rounds' ratios. Before every run the file system is synced (`os.sync`), so
 that no run pays for writing back what the input generation or an earlier contestant left in
-the page cache (at 10M rows that is gigabytes; a run's own writes still count). Peak memory is the process's ru_maxrss (the largest over
-the rounds). delt runs with DELT_TIMINGS=1 and reports CPU seconds per phase
+the page cache (at 10M rows that is gigabytes; a run's own writes still count). Peak memory
+is the process's ru_maxrss (the largest over the rounds). delt runs with DELT_TIMINGS=1 and reports CPU seconds per phase
 (delt_cli/dataset/timing.py); start-up and exit are the process's wall time minus the
 library call's.
 
